@@ -1,0 +1,1 @@
+"""Named model configs (``cris_r50_refcoco`` ...), installed as ``cris_edge.configs``."""

@@ -1,0 +1,1 @@
+"""Datasets: the synthetic referring dataset (numpy only)."""

@@ -1,0 +1,1 @@
+"""Deployment-side runtime: pre/post-processing (numpy + OpenCV). Never imports torch."""

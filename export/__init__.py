@@ -1,0 +1,1 @@
+"""ONNX export, precision conversion, TensorRT building and bundles (``cris_edge.export``)."""

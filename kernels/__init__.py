@@ -1,0 +1,1 @@
+"""Fused CUDA kernels, their references and launchers (``cris_edge.kernels``)."""

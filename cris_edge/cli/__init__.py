@@ -1,0 +1,1 @@
+"""Command-line entry points: cris-train, cris-eval, cris-prepare, cris-export."""

@@ -1,0 +1,1 @@
+"""Training: the official CRIS recipe (single process, DDP), CM-MaskSD."""

@@ -13,7 +13,6 @@ one exception is an OpenAI CLIP TorchScript archive (``RN50.pt``), which is only
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import zipfile
 from pathlib import Path
@@ -32,8 +31,11 @@ _CLIP_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 def _is_torchscript_archive(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except zipfile.BadZipFile:  # looks like a zip but is not one: left to torch.load to reject
+        return False
 
 
 def _strip_prefix(state: Mapping[str, Any], prefix: str = "module.") -> dict:
@@ -49,16 +51,30 @@ def read_file(path: PathLike) -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except OSError:
+            raise
+        except Exception as err:  # safetensors raises its own SafetensorError for corrupt files
+            raise ValueError(f"cannot read safetensors file {path}: {_first_line(err)}") from err
     if _is_torchscript_archive(path):
         raise ValueError(
             f"{path} is a TorchScript archive (like OpenAI's CLIP RN50.pt), not a CRIS checkpoint; "
             "pass it as CLIP weights (cris-train --clip-weights / load_clip_weights) instead")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except OSError:
+        raise
+    except Exception as err:
+        # Besides UnpicklingError/RuntimeError/EOFError, the weights-only unpickler lets
+        # KeyError, IndexError, ... escape on arbitrary bytes: all mean "not a checkpoint".
         raise ValueError(f"cannot read checkpoint {path}: not a valid PyTorch checkpoint or it holds "
-                         f"more than tensors, numbers and dicts ({str(err).splitlines()[0]})") from err
+                         f"more than tensors, numbers and dicts ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def split_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict, Optional[dict]]:

@@ -64,7 +64,14 @@ class CRISConfig:
             problems.append(f"input_size must be a positive multiple of 32, got {self.input_size}")
         if self.word_len < 2:
             problems.append(f"word_len must be >= 2 (SOT + EOT), got {self.word_len}")
-        if self.vis_dim % 4 or self.vis_dim % self.num_head:
+        sizes = {"vis_dim": self.vis_dim, "word_dim": self.word_dim, "num_layers": self.num_layers,
+                 "num_head": self.num_head, "dim_ffn": self.dim_ffn}
+        not_positive = [f"{name} ({value})" for name, value in sizes.items() if value < 1]
+        not_positive += [f"{name} {list(value)}" for name, value in
+                         (("fpn_in", self.fpn_in), ("fpn_out", self.fpn_out)) if any(c < 1 for c in value)]
+        if not_positive:
+            problems.append("sizes must be positive: " + ", ".join(not_positive))
+        if self.num_head >= 1 and (self.vis_dim % 4 or self.vis_dim % self.num_head):
             problems.append(f"vis_dim ({self.vis_dim}) must be divisible by 4 and num_head ({self.num_head})")
         if len(self.fpn_out) == 3 and self.fpn_out[1] != self.vis_dim:
             problems.append(f"fpn_out[1] ({self.fpn_out[1]}) must equal vis_dim ({self.vis_dim})")

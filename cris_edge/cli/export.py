@@ -1,0 +1,108 @@
+"""``cris-export``: a CRIS checkpoint to a deployment bundle (ONNX graphs, TensorRT engines).
+
+    cris-export --precision fp16                                  # the shipped demo model
+    cris-export --checkpoint exp/best.pth --config cris_r50_refcoco --precision int8 --output bundles/r50_int8
+    cris-export --engine-only bundles/r50_int8                    # on the target device
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help="CRIS checkpoint (official, ours or a state dict); "
+                   "default: the shipped demo model")
+    p.add_argument("--config", help="config name or YAML/JSON path (default: the checkpoint's own, or inferred)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="precision baked into the graphs")
+    p.add_argument("--calib", default="synthetic", metavar="DATASET",
+                   help="calibration data: synthetic (default), a refer dataset under --data-root (refcoco, "
+                   "refcoco+, refcocog_u, ...) or a CRIS.pytorch LMDB file; FP16 scans its first 16 pairs")
+    p.add_argument("--calib-split", default="train", help="split of a refer dataset (default: train)")
+    p.add_argument("--data-root", default="datasets", help="root of refer datasets (default: datasets)")
+    p.add_argument("--calib-size", type=int, default=128, help="calibration (image, text) pairs (default: 128)")
+    p.add_argument("--int8-placement", choices=("tensorrt", "onnxruntime"), default="tensorrt",
+                   help="where INT8 Q/DQ nodes go: for TensorRT engines (default), or for ONNX Runtime on CPU")
+    p.add_argument("--head-output", choices=("logits", "features", "plugin"), default="logits",
+                   help="head graph outputs: logits (runs anywhere), features (z_v + kernel for the fused "
+                   "SimUpsample kernel after the engine) or plugin (the SimUpsample TensorRT plugin node); "
+                   "default: logits")
+    p.add_argument("--plugin-library", type=Path, help="libcris_edge_trt_plugin.so for --head-output plugin "
+                   "(default: $CRIS_EDGE_TRT_PLUGIN, else build/ of the checkout)")
+    p.add_argument("--max-batch", type=int, help="largest batch of the engines' optimisation profile "
+                   "(default 8; with --engine-only, the bundle's)")
+    p.add_argument("--output", type=Path, help="bundle directory (default: bundles/<checkpoint>_<precision>)")
+    p.add_argument("--engine-only", type=Path, metavar="BUNDLE",
+                   help="build the TensorRT engines of an existing bundle on this machine")
+    p.add_argument("--no-engines", action="store_true", help="write the ONNX bundle only, even where "
+                   "TensorRT and a GPU are present")
+    p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit (default: 1024)")
+    p.add_argument("--cache-dir", type=Path, help="calibration and timing caches "
+                   "(default: $CRIS_EDGE_CACHE or ~/.cache/cris_edge)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def _sizes(bundle: Path, config: dict) -> str:
+    files = config["files"]
+    rows = [f"  {name:<34} {meta['bytes'] / 2**20:9.2f} MiB" for name, meta in files.items()]
+    total = sum(meta["bytes"] for meta in files.values())
+    return "\n".join([f"bundle {bundle} ({config['precision']}):", *rows, f"  {'total':<34} {total / 2**20:9.2f} MiB"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    from cris_edge.export.bundle import BundleError
+    from cris_edge.export.tensorrt_build import EngineBuildError
+
+    try:
+        if args.engine_only is not None:
+            return _engine_only(args)
+        if args.precision is None:
+            raise ValueError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
+        return _export(args)
+    except (BundleError, EngineBuildError, FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"cris-export: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _engine_only(args) -> int:
+    from cris_edge.export.engines import build_bundle_engines
+    from cris_edge.export.pipeline import default_cache_dir
+
+    config = build_bundle_engines(args.engine_only, args.max_batch, args.workspace,
+                                  args.cache_dir or default_cache_dir(), progress=not args.quiet,
+                                  plugin_library=args.plugin_library)
+    print(_sizes(args.engine_only, config))
+    return 0
+
+
+def _export(args) -> int:
+    from cris_edge.export.calibration import CalibrationSpec
+    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, ExportOptions, default_cache_dir, export_bundle
+
+    stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
+    options = ExportOptions(
+        output=args.output or Path("bundles") / f"{stem}_{args.precision}", precision=args.precision,
+        checkpoint=args.checkpoint, config=args.config,
+        calibration=CalibrationSpec(args.calib, args.calib_size, split=args.calib_split, data_root=args.data_root),
+        int8_placement=args.int8_placement,
+        head_output=args.head_output, plugin_library=args.plugin_library,
+        max_batch=args.max_batch or DEFAULT_MAX_BATCH, workspace_mib=args.workspace,
+        cache_dir=args.cache_dir or default_cache_dir(), build_engines=not args.no_engines,
+        progress=not args.quiet)
+    result = export_bundle(options)
+    print(_sizes(result.bundle, result.config))
+    print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
+    if result.engine_note:
+        print(result.engine_note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

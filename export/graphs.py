@@ -1,0 +1,155 @@
+"""The three deployment graphs (DESIGN.md section 3) as torch modules, exported to ONNX.
+
+    text    tokens int32 [B, L], eot_index int32 [B]               -> word [B, L, Dt], state [B, E]
+    visual  image float [B, 3, S, S]                               -> c3, c4, c5
+    head    c3, c4, c5, word, pad_mask bool [B, L], state          -> one of `HEAD_OUTPUTS`:
+            "logits"    logits [B, 1, S/4, S/4]                       (runs anywhere; the default)
+            "features"  z_v [B, C, S/4, S/4], kernel [B, C*9+1]      (SimUpsample runs after the engine)
+            "plugin"    prob [B, 1, S, S] from a SimUpsample node      (see cris_edge.export.plugin)
+
+Only the batch is dynamic: S is fixed per bundle and L is the config's ``word_len`` (the
+tokenizer pads every text to it). The export uses torch's dynamo exporter, which specialises
+every static size, so the per-sample dynamic convolution takes its matmul + constant-conv form
+(see ``cris_edge.model.projector.dynamic_conv``); `cris_edge.export.onnx_passes` then bakes the
+remaining shape-only constants.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import onnx
+import torch
+from torch import nn
+
+from cris_edge.model import CRIS
+
+from .onnx_passes import BATCH, fold_constants, tidy
+
+#: ONNX opset of every graph: >= 17 (LayerNormalization) and within TensorRT 10's parser (<= 20).
+OPSET = 18
+GRAPH_NAMES = ("text", "visual", "head")
+#: Batch of the example inputs traced at export (not 1: torch.export would specialise it).
+_EXAMPLE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names of a graph's inputs and outputs, in order."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+SPECS = {
+    "text": GraphSpec(("tokens", "eot_index"), ("word", "state")),
+    "visual": GraphSpec(("image",), ("c3", "c4", "c5")),
+    "head": GraphSpec(("c3", "c4", "c5", "word", "pad_mask", "state"), ("logits",)),
+}
+#: Outputs of the torch head module per head variant (the plugin variant's SimUpsample node is
+#: appended to its ONNX graph afterwards, see cris_edge.export.plugin).
+HEAD_OUTPUTS = {"logits": ("logits",), "features": ("z_v", "kernel"), "plugin": ("z_v", "weight", "bias")}
+
+
+class TextGraph(nn.Module):
+    """``(tokens int32 [B, L], eot_index int32 [B])`` -> ``(word float [B, L, vis_dim], state
+    float [B, word_dim])``."""
+
+    def __init__(self, model: CRIS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, eot_index: torch.Tensor):
+        return self.model.encode_text(tokens, eot_index)
+
+
+class VisualGraph(nn.Module):
+    """``image float [B, 3, S, S]`` (CLIP-normalised) -> ``(c3, c4, c5)`` at strides 8, 16, 32."""
+
+    def __init__(self, model: CRIS):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        return self.model.encode_image(image)
+
+
+class HeadGraph(nn.Module):
+    """``(c3, c4, c5, word, pad_mask bool [B, L], state)`` -> the ``outputs`` of `HEAD_OUTPUTS`:
+    logits ``[B, 1, S/4, S/4]``; or ``z_v [B, C, S/4, S/4]`` and the projector's raw text output
+    ``kernel [B, C*9+1]`` (3x3 weights, then the bias); or ``z_v``, ``weight [B, C, 3, 3]`` and
+    ``bias [B]``."""
+
+    def __init__(self, model: CRIS, outputs: str = "logits"):
+        super().__init__()
+        self.model = model
+        self.outputs = outputs
+
+    def forward(self, c3, c4, c5, word, pad_mask, state):
+        if self.outputs == "logits":
+            return self.model.head(c3, c4, c5, word, pad_mask, state)
+        proj = self.model.proj
+        z_v = proj.visual(self.model.fuse(c3, c4, c5, word, pad_mask, state))
+        if self.outputs == "features":
+            return z_v, proj.txt(state)
+        return (z_v, *proj.text_kernel(state))
+
+
+def example_inputs(model: CRIS, name: str, batch: int = _EXAMPLE_BATCH) -> tuple[torch.Tensor, ...]:
+    """Inputs of graph ``name`` for ``model`` at ``batch`` (values arbitrary, shapes and dtypes
+    exact): the tuple `export_graph` traces with."""
+    cfg = model.config
+    s, length = cfg.input_size, cfg.word_len
+    if name == "text":
+        tokens = torch.zeros(batch, length, dtype=torch.int32)
+        tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407  # SOT, "a", EOT
+        return tokens, torch.full((batch,), 2, dtype=torch.int32)
+    if name == "visual":
+        return (torch.zeros(batch, 3, s, s),)
+    if name == "head":
+        c3, c4, c5 = (torch.zeros(batch, c, s // stride, s // stride)
+                      for c, stride in zip(cfg.fpn_in, (8, 16, 32)))
+        pad_mask = torch.ones(batch, length, dtype=torch.bool)
+        pad_mask[:, :3] = False
+        return c3, c4, c5, torch.zeros(batch, length, cfg.vis_dim), pad_mask, torch.zeros(batch, cfg.word_dim)
+    raise ValueError(f"unknown graph {name!r}; graphs are {GRAPH_NAMES}")
+
+
+def export_graph(model: CRIS, name: str, head_output: str = "logits") -> onnx.ModelProto:
+    """Export graph ``name`` of ``model`` (eval mode, float32) to an ONNX model with a dynamic
+    ``batch`` dimension, constants folded and checked by ``onnx.checker``. ``head_output``
+    picks the head's outputs (`HEAD_OUTPUTS`)."""
+    if model.training:
+        raise ValueError("export needs the model in eval mode (call model.eval())")
+    if head_output not in HEAD_OUTPUTS:
+        raise ValueError(f"head output must be one of {sorted(HEAD_OUTPUTS)}, got {head_output!r}")
+    spec = SPECS[name]
+    if name == "head":
+        module, outputs = HeadGraph(model, head_output).eval(), HEAD_OUTPUTS[head_output]
+    else:
+        module, outputs = {"text": TextGraph, "visual": VisualGraph}[name](model).eval(), spec.outputs
+    args = example_inputs(model, name)
+    batch = torch.export.Dim(BATCH, min=1, max=4096)
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            module, args, dynamo=True, opset_version=OPSET, input_names=list(spec.inputs),
+            output_names=list(outputs), dynamic_shapes=tuple({0: batch} for _ in args),
+            external_data=False, verbose=False)
+    graph = tidy(fold_constants(program.model_proto))
+    graph.graph.name = name
+    onnx.checker.check_model(graph, full_check=True)
+    return graph
+
+
+class _quiet_exporter:
+    """Silence the exporter's progress logging (it prints a line per stage)."""
+
+    def __enter__(self):
+        self._level = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+
+    def __exit__(self, *exc):
+        logging.disable(self._level)

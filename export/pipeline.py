@@ -1,0 +1,235 @@
+"""``export_bundle``: checkpoint -> ONNX graphs (precision baked) -> TensorRT engines -> bundle.
+
+Stages: load the model; export ``text``, ``visual`` and ``head`` in FP32 (checked against the
+deployment rules); bake the precision (FP16: `cris_edge.export.fp16`; INT8: `..int8`, calibrated
+on `..calibration` feeds); check every graph against TensorRT's ONNX parser; write the bundle
+in a staging directory; build the engines there when TensorRT and a GPU are present (else say
+how to build them on the target); rename the staging directory into place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+import onnx
+import onnxruntime as ort
+import torch
+
+from cris_edge.assets import demo_checkpoint
+from cris_edge.model import load_cris
+from cris_edge.runtime.preprocess import CLIP_MEAN, CLIP_STD
+from cris_edge.tokenizer import find_vocab
+
+from . import fp16, int8, plugin
+from .bundle import sha256_file
+from .calibration import CalibrationSpec, graph_feeds
+from .checks import check_graph, rule_problems
+from .engines import DEFAULT_WORKSPACE_MIB, build_all, engine_instructions
+from .graphs import GRAPH_NAMES, HEAD_OUTPUTS, OPSET, export_graph
+from .manifest import graph_io, utc_now, write_config
+from .progress import Stages
+from .staging import check_output, staged_directory
+from .tensorrt_build import engine_unavailable_reason
+
+PRECISIONS = ("fp32", "fp16", "int8")
+THRESHOLD = 0.35
+DEFAULT_MAX_BATCH = 8
+#: Calibration samples the FP16 overflow scan runs (the first of the calibration set).
+OVERFLOW_SCAN_SAMPLES = 16
+
+
+def default_cache_dir() -> Path:
+    """``$CRIS_EDGE_CACHE``, else ``$XDG_CACHE_HOME/cris_edge``, else ``~/.cache/cris_edge``:
+    calibration ranges and TensorRT timing caches."""
+    if os.environ.get("CRIS_EDGE_CACHE"):
+        return Path(os.environ["CRIS_EDGE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cris_edge"
+
+
+@dataclass
+class ExportOptions:
+    """What `export_bundle` makes. ``checkpoint`` None exports the shipped demo model;
+    ``config`` (name or path) overrides the checkpoint's own or inferred config; ``head_output``
+    is one of `HEAD_OUTPUTS` (``plugin`` needs ``plugin_library`` or the default one to build
+    engines, see `cris_edge.export.plugin.find_library`)."""
+
+    output: Path
+    precision: str = "fp16"
+    checkpoint: Optional[Path] = None
+    config: Optional[str] = None
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    int8_placement: str = "tensorrt"
+    head_output: str = "logits"
+    plugin_library: Optional[Path] = None
+    max_batch: int = DEFAULT_MAX_BATCH
+    workspace_mib: int = DEFAULT_WORKSPACE_MIB
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    build_engines: bool = True
+    progress: bool = True
+
+    def __post_init__(self):
+        self.output = Path(self.output)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.int8_placement not in int8.PLACEMENTS:
+            raise ValueError(f"int8 placement must be one of {sorted(int8.PLACEMENTS)}, got {self.int8_placement!r}")
+        if self.head_output not in HEAD_OUTPUTS:
+            raise ValueError(f"head output must be one of {sorted(HEAD_OUTPUTS)}, got {self.head_output!r}")
+        if self.head_output == "plugin" and self.precision == "int8" and self.int8_placement == "onnxruntime":
+            raise ValueError("the SimUpsample plugin runs in TensorRT only; it cannot go with --int8-placement onnxruntime")
+        if self.max_batch < 1:
+            raise ValueError(f"max batch must be >= 1, got {self.max_batch}")
+
+
+@dataclass
+class ExportResult:
+    """A finished export: the bundle, its config, seconds per stage, and (when no engines were
+    built) the reason and the commands that build them on the target."""
+
+    bundle: Path
+    config: dict
+    timings: dict[str, float]
+    engine_note: Optional[str] = None
+
+
+def export_bundle(options: ExportOptions) -> ExportResult:
+    """Export a bundle as ``options`` say; the output appears only once complete (see
+    `cris_edge.export.staging`)."""
+    check_output(options.output)
+    engines_reason = "not requested (--no-engines)" if not options.build_engines else engine_unavailable_reason()
+    tensorrt_target = not (options.precision == "int8" and options.int8_placement == "onnxruntime")
+    if not tensorrt_target:
+        engines_reason = "INT8 with ONNX Runtime's Q/DQ placement is for ONNX Runtime, not TensorRT"
+    plugins = [plugin.find_library(options.plugin_library)] if (
+        options.head_output == "plugin" and engines_reason is None) else []
+    stages = Stages(total=3 + len(GRAPH_NAMES) + (options.precision != "fp32") + (engines_reason is None),
+                    enabled=options.progress)
+    try:
+        with stages.step("loading the model"):
+            checkpoint = options.checkpoint or demo_checkpoint()
+            model = load_cris(checkpoint, options.config)
+        graphs = {}
+        for name in GRAPH_NAMES:
+            with stages.step(f"exporting the {name} graph"), torch.no_grad():
+                graphs[name] = export_graph(model, name, options.head_output)
+                _check_rules(graphs[name], name)
+        cfg = model.config
+        final, details = graphs, {}
+        if options.precision != "fp32":
+            with stages.step(f"baking {options.precision}"):
+                bake = _bake_fp16 if options.precision == "fp16" else _bake_int8
+                final, details = bake(graphs, options, cfg.input_size, cfg.word_len, stages)
+        if options.head_output == "plugin":
+            final = {**final, "head": plugin.attach_sim_upsample(final["head"], cfg.input_size)}
+        with stages.step("checking the graphs"):
+            for name, graph in final.items():
+                if tensorrt_target:
+                    check_graph(graph, name, plugin_ops=[plugin.QUALIFIED_OP])
+                else:
+                    _check_rules(graph, name)
+        with staged_directory(options.output) as stage:
+            with stages.step("writing the bundle"):
+                config = _write_bundle(stage, final, model, checkpoint, options, details, tensorrt_target)
+            if engines_reason is None:
+                with stages.step("building TensorRT engines"):
+                    build_all(stage, config, options.max_batch, options.workspace_mib, options.cache_dir, plugins)
+            write_config(stage, config)
+    finally:
+        stages.close()
+    note = None if engines_reason is None else engine_instructions(options.output, config, engines_reason,
+                                                                   options.workspace_mib)
+    return ExportResult(options.output, config, stages.timings, note)
+
+
+def _check_rules(graph: onnx.ModelProto, name: str) -> None:
+    problems = rule_problems(graph)
+    if problems:
+        raise ValueError(f"graph {name!r} breaks the deployment rules: {problems}")
+
+
+def _overflow_scan(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
+    """``(spec, {graph: names of nodes that must stay FP32})`` from the FP16 overflow scan."""
+    scan = options.calibration.scan(OVERFLOW_SCAN_SAMPLES)
+    kept = {}
+    for name, graph in graphs.items():
+        feeds = stages.items(graph_feeds(scan, name, graphs, input_size, word_len), scan.size,
+                             f"FP16 overflow scan of {name}")
+        kept[name] = sorted(fp16.overflowing_nodes(graph, feeds))
+    return scan, kept
+
+
+def _fp16_details(scan: CalibrationSpec, kept: dict) -> dict:
+    return {"fp32_ops": sorted(fp16.FP32_OPS), "overflow_limit": fp16.FP16_SAFE_MAX,
+            "overflow_scan": scan.describe(), "fp32_nodes": kept}
+
+
+def _bake_fp16(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
+    scan, kept = _overflow_scan(graphs, options, input_size, word_len, stages)
+    out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in graphs.items()}
+    return out, {"graphs": {name: "fp16" for name in graphs}, **_fp16_details(scan, kept), "io": "float16"}
+
+
+def _bake_int8(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
+    """INT8 Q/DQ in `int8.INT8_GRAPHS`. For TensorRT everything else is FP16 (the text graph
+    whole, the INT8 graphs' unquantized layers); for ONNX Runtime it stays FP32."""
+    spec, placement = options.calibration, options.int8_placement
+    out = dict(graphs)
+    keys, reused = {}, {}
+    for name in int8.INT8_GRAPHS:
+        key = int8.cache_key(graphs[name], spec.describe(), placement)
+        cache_file = options.cache_dir / "calibration" / f"{name}-{key[:24]}.json"
+        reused[name] = cache_file.is_file()
+        feeds = None if reused[name] else stages.items(
+            graph_feeds(spec, name, graphs, input_size, word_len), spec.size, f"calibrating {name}")
+        out[name] = int8.quantize_int8(graphs[name], feeds, cache_file, placement)
+        keys[name] = key
+    high = "fp16" if placement == "tensorrt" else "fp32"
+    details = {"graphs": {name: "int8" if name in int8.INT8_GRAPHS else high for name in graphs},
+               "placement": placement, "unquantized_layers": high, "calibration": {
+                   "data": spec.describe(), "samples": spec.size, "method": int8.CALIBRATION_METHOD.name,
+                   "cache_keys": keys, "reused_cache": reused},
+               "io": "float16" if high == "fp16" else "float32"}
+    if high == "fp16":
+        scan, kept = _overflow_scan(graphs, options, input_size, word_len, stages)
+        out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in out.items()}
+        details["fp16"] = _fp16_details(scan, kept)
+    return out, details
+
+
+def _versions() -> dict[str, object]:
+    return {"cris_edge": metadata.version("cris-edge"), "torch": torch.__version__.split("+")[0],
+            "onnx": onnx.__version__, "onnxruntime": ort.__version__, "opset": OPSET}
+
+
+def _write_bundle(stage: Path, graphs, model, checkpoint: Path, options: ExportOptions, details: dict,
+                  tensorrt_target: bool) -> dict:
+    vocab = find_vocab()
+    shutil.copyfile(vocab, stage / vocab.name)
+    entries = {}
+    for name, graph in graphs.items():
+        onnx.save(graph, stage / f"{name}.onnx")
+        entries[name] = {"onnx": f"{name}.onnx", "precision": details.get("graphs", {}).get(name, "fp32"),
+                         "opset": next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
+                         **graph_io(graph), "engine": None}
+    cfg = model.config
+    return {
+        "format": None, "format_version": None,  # filled by write_config, kept first in the file
+        "created": utc_now(),
+        "model": cfg.to_dict(),
+        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)},
+        "input_size": cfg.input_size, "word_len": cfg.word_len,
+        "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "threshold": THRESHOLD,
+        "precision": options.precision, "precision_details": details,
+        "vocabulary": vocab.name,
+        "max_batch": options.max_batch,
+        "tensorrt_compatible": tensorrt_target,
+        "head_output": options.head_output,
+        "plugins": {"ops": [plugin.QUALIFIED_OP], "library": plugin.LIBRARY} if options.head_output == "plugin" else None,
+        "graphs": entries,
+        "versions": _versions(),
+    }

@@ -1,0 +1,194 @@
+"""The bundle: cris-export end to end (CLI and API), config.json and its sha256s, the torch-free
+reader, refusal of damaged bundles and foreign engines, and atomic writing. Exports a randomly
+initialised cris_tiny in FP32 (through the CLI), FP16 and INT8 (about 1 min on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cris_edge.cli.export import main as cris_export
+from cris_edge.export import pipeline
+from cris_edge.export.accuracy import evaluate
+from cris_edge.export.bundle import (BundleError, EngineMismatchError, check_engines, graph_path,
+                                     load_bundle_config, sha256_file)
+from cris_edge.export.calibration import CalibrationSpec
+from cris_edge.export.pipeline import ExportOptions, export_bundle
+from cris_edge.export.staging import staged_directory
+from cris_edge.export.tensorrt_build import engine_unavailable_reason
+from cris_edge.model import build_cris, save_checkpoint
+from cris_edge.tokenizer import VOCAB_FILENAME
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny").eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def fp32_bundle(checkpoint, cache_dir, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("bundles") / "tiny_fp32"
+    argv = ["--checkpoint", str(checkpoint), "--precision", "fp32", "--output", str(out), "--quiet",
+            "--no-engines", "--cache-dir", str(cache_dir)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cris_export(argv) == 0
+    return out, printed.getvalue()
+
+
+def _export(checkpoint, cache_dir, output, precision, **kw) -> Path:
+    options = ExportOptions(output=output, precision=precision, checkpoint=checkpoint, cache_dir=cache_dir,
+                            calibration=CalibrationSpec(size=8), build_engines=False, progress=False, **kw)
+    return export_bundle(options).bundle
+
+
+def test_cli_writes_a_complete_bundle_and_says_how_to_build_engines(fp32_bundle):
+    bundle, printed = fp32_bundle
+    assert f"cris-export --engine-only {bundle}" in printed
+    assert printed.count("trtexec --onnx=") == 3 and "--stronglyTyped" in printed
+    config = load_bundle_config(bundle)  # verifies every sha256
+    assert sorted(config["files"]) == sorted([VOCAB_FILENAME, "text.onnx", "visual.onnx", "head.onnx"])
+    for name, meta in config["files"].items():
+        assert meta["sha256"] == sha256_file(bundle / name) and meta["bytes"] == (bundle / name).stat().st_size
+    assert config["precision"] == "fp32" and config["threshold"] == 0.35
+    assert config["input_size"] == 256 and config["word_len"] == 17 and config["model"]["vis_dim"] == 64
+    assert len(config["mean"]) == len(config["std"]) == 3
+    assert config["vocabulary"] == VOCAB_FILENAME
+    assert {"cris_edge", "torch", "onnx", "onnxruntime", "opset"} <= set(config["versions"])
+    head = config["graphs"]["head"]
+    assert [i["name"] for i in head["inputs"]] == ["c3", "c4", "c5", "word", "pad_mask", "state"]
+    assert head["inputs"][4] == {"name": "pad_mask", "dtype": "bool", "shape": ["batch", 17]}
+    assert head["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 1, 64, 64]}]
+    assert config["graphs"]["text"]["inputs"][0]["dtype"] == "int32" and head["engine"] is None
+    assert not list(bundle.parent.glob(".tiny_fp32.*"))  # no staging leftovers
+
+
+def test_fp16_and_int8_bundles_run_the_full_chain(fp32_bundle, checkpoint, cache_dir, tmp_path):
+    fp16 = _export(checkpoint, cache_dir, tmp_path / "fp16", "fp16")
+    int8 = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")
+    c16, c8 = load_bundle_config(fp16), load_bundle_config(int8)
+    assert c16["graphs"]["visual"]["inputs"][0]["dtype"] == "float16"
+    assert c16["precision_details"]["graphs"] == {"text": "fp16", "visual": "fp16", "head": "fp16"}
+    assert c8["precision_details"]["graphs"] == {"text": "fp16", "visual": "int8", "head": "int8"}
+    assert c8["precision_details"]["placement"] == "tensorrt" and c8["tensorrt_compatible"]
+    assert c8["graphs"]["head"]["opset"] == 19 and c8["graphs"]["head"]["inputs"][0]["dtype"] == "float16"
+    sizes = {b: sum(m["bytes"] for m in load_bundle_config(b)["files"].values()) for b in (fp32_bundle[0], fp16)}
+    assert sizes[fp16] < 0.6 * sizes[fp32_bundle[0]]
+    scores = evaluate([fp32_bundle[0], fp16, int8], samples=4)
+    assert scores[0].iou_vs_reference == 1.0
+    assert scores[1].iou_vs_reference >= 0.98
+    assert all(set(s.ms_per_graph) == {"text", "visual", "head"} for s in scores)
+    again = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")  # same model and data: cache reused
+    assert load_bundle_config(again)["precision_details"]["calibration"]["reused_cache"] == {"visual": True,
+                                                                                           "head": True}
+
+
+def test_damaged_bundles_are_refused_with_the_file_named(fp32_bundle, tmp_path):
+    bundle = tmp_path / "b"
+    shutil.copytree(fp32_bundle[0], bundle)
+    head = bundle / "head.onnx"
+    data = bytearray(head.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    head.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="head.onnx: sha256 differs"):
+        load_bundle_config(bundle)
+    load_bundle_config(bundle, verify=False)
+    (bundle / "text.onnx").unlink()
+    with pytest.raises(BundleError, match="text.onnx: missing"):
+        load_bundle_config(bundle)
+    (bundle / "config.json").write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read"):
+        load_bundle_config(bundle)
+    (bundle / "config.json").write_text(json.dumps({"format": "cris_edge.bundle", "format_version": 99}))
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle_config(bundle)
+    with pytest.raises(BundleError, match="no config.json"):
+        load_bundle_config(tmp_path)
+    config = load_bundle_config(fp32_bundle[0])
+    with pytest.raises(BundleError, match="--engine-only"):
+        graph_path(fp32_bundle[0], config, "head", "engine")
+
+
+def test_engines_for_another_tensorrt_or_gpu_are_refused(fp32_bundle):
+    config = load_bundle_config(fp32_bundle[0])
+    for entry in config["graphs"].values():
+        entry["engine"] = {"file": "x.engine", "tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+    check_engines("b", config, "10.3.0", "Orin", "8.7")
+    for here in (("10.7.0", "Orin", "8.7"), ("10.3.0", "NVIDIA A100", "8.0")):
+        with pytest.raises(EngineMismatchError, match="cris-export --engine-only b"):
+            check_engines("b", config, *here)
+
+
+def test_bundle_reader_and_accuracy_script_do_not_import_torch():
+    code = ("import sys, cris_edge.export.bundle, cris_edge.export.accuracy; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_engine_only_without_tensorrt_or_gpu_says_why(fp32_bundle, capsys):
+    reason = engine_unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present: test_export_tensorrt builds real engines")
+    assert cris_export(["--engine-only", str(fp32_bundle[0]), "--quiet"]) == 1
+    assert reason in capsys.readouterr().err
+    assert cris_export(["--output", "x"]) == 1
+    assert "--precision is required" in capsys.readouterr().err
+
+
+def test_staged_directory_is_all_or_nothing(tmp_path):
+    out = tmp_path / "bundle"
+    with pytest.raises(RuntimeError):
+        with staged_directory(out) as stage:
+            (stage / "config.json").write_text("{}")
+            raise RuntimeError("export failed")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with staged_directory(out) as stage:
+        (stage / "config.json").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_directory(out) as stage:
+            (stage / "config.json").write_text("new")
+            raise KeyboardInterrupt
+    assert (out / "config.json").read_text() == "old"
+    with staged_directory(out) as stage:
+        (stage / "config.json").write_text("new")
+    assert (out / "config.json").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_export_never_replaces_what_is_not_a_bundle(checkpoint, cache_dir, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a bundle"):
+        _export(checkpoint, cache_dir, precious, "fp32")
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_failed_export_keeps_the_old_bundle(fp32_bundle, checkpoint, cache_dir, tmp_path, monkeypatch):
+    bundle = tmp_path / "b"
+    shutil.copytree(fp32_bundle[0], bundle)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+
+    def fail(*args):
+        raise OSError("disk full")  # the failure injected after the graphs are written
+
+    monkeypatch.setattr(pipeline, "write_config", fail)
+    with pytest.raises(OSError, match="disk full"):
+        _export(checkpoint, cache_dir, bundle, "fp32")
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+    assert load_bundle_config(bundle)["precision"] == "fp32"

@@ -1,0 +1,79 @@
+"""What ``cris-demo`` runs when given nothing: the shipped demo model, exported once to a cached
+ONNX bundle, on a synthetic scene video it renders itself.
+
+The bundle lives in ``<cache>/bundles/`` (``$CRIS_EDGE_CACHE``, else ``~/.cache/cris_edge``)
+under the checkpoint's sha256, so a new demo model gets a new bundle; it is written through the
+export API, which builds it in a staging directory and renames it into place (atomic: an
+interrupted first run leaves nothing half-written). FP32, because ONNX Runtime on CPU runs it
+exactly (the INT8 Q/DQ of a default export target TensorRT).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..export.bundle import BundleError, load_bundle_config, sha256_file
+
+log = logging.getLogger("cris_edge.demo")
+
+#: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
+VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
+
+
+def cache_dir() -> Path:
+    """``$CRIS_EDGE_CACHE``, else ``$XDG_CACHE_HOME/cris_edge``, else ``~/.cache/cris_edge``."""
+    if os.environ.get("CRIS_EDGE_CACHE"):
+        return Path(os.environ["CRIS_EDGE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cris_edge"
+
+
+def demo_bundle(checkpoint: Optional[Path] = None, cache: Optional[Path] = None) -> Path:
+    """The cached FP32 ONNX bundle of ``checkpoint`` (default: the shipped demo model), exported
+    on first use (about 15 s on 2 CPU cores; needs the ``[export]`` extra)."""
+    from ..assets import demo_checkpoint
+
+    checkpoint = Path(checkpoint) if checkpoint else demo_checkpoint()
+    bundle = (cache or cache_dir()) / "bundles" / f"{checkpoint.stem}-{sha256_file(checkpoint)[:16]}-fp32"
+    try:
+        load_bundle_config(bundle)
+        return bundle
+    except BundleError:
+        pass
+    try:
+        from ..export import ExportOptions, export_bundle
+    except ImportError as err:
+        raise RuntimeError(f"exporting the demo model needs the export extra ({err}): "
+                           "pip install -c constraints.txt -e '.[export]', or pass --engine BUNDLE") from None
+    log.info("first use of %s: exporting it to an ONNX bundle at %s (once)", checkpoint.name, bundle)
+    export_bundle(ExportOptions(output=bundle, precision="fp32", checkpoint=checkpoint, build_engines=False,
+                                progress=False, cache_dir=cache or cache_dir()))
+    return bundle
+
+
+def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:
+    """``(path, expression)`` of the cached synthetic scene video (rendered on first use, written
+    to a temporary name then renamed)."""
+    from ..data.synthetic import render_video
+
+    folder = (cache or cache_dir()) / "demo"
+    stem = f"scene-seed{VIDEO_SEED}-{VIDEO_FRAMES}f"
+    video, meta = folder / f"{stem}.mp4", folder / f"{stem}.json"
+    if video.is_file() and meta.is_file():
+        return video, json.loads(meta.read_text())["expression"]
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        expression = render_video(tmp, VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
+        os.replace(tmp, video)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    meta.write_text(json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
+                                "seed": VIDEO_SEED}) + "\n")
+    return video, expression

@@ -1,0 +1,169 @@
+"""The demo's pipeline: capture, inference and rendering in three threads joined by bounded
+queues, so its frame rate is that of the slowest stage.
+
+    capture thread --frames--> inference thread --results--> main thread: render, write, show
+
+The main thread renders (so a window, which OpenCV wants on one thread, works), writes the
+output video and shows the window; Ctrl-C or Esc stops everything and the threads are joined.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ..runtime.result import STAGES
+from .display import Window
+from .prompts import KeyEditor, Prompts, StdinReader
+from .render import draw_hud, draw_masks, hud_lines
+from .sources import END, CaptureThread, VideoSource, put
+
+log = logging.getLogger("cris_edge.demo")
+
+JOIN_TIMEOUT = 5.0
+FPS_WINDOW = 30  # frames in the moving FPS of the HUD
+
+
+@dataclass
+class DemoStats:
+    """What a run did: frames shown, seconds from the first to the last, frames the capture
+    dropped (live sources), mean milliseconds per stage, and the output file."""
+
+    frames: int = 0
+    seconds: float = 0.0
+    dropped: int = 0
+    stage_ms: dict[str, float] = field(default_factory=dict)
+    output: Optional[Path] = None
+
+    @property
+    def fps(self) -> float:
+        return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
+
+
+class InferenceThread(threading.Thread):
+    """Takes frames, runs the segmenter on the current prompts, passes (frame, results) on."""
+
+    def __init__(self, segmenter, prompts: Prompts, frames: queue.Queue, results: queue.Queue,
+                 stop: threading.Event):
+        super().__init__(name="cris-demo-inference", daemon=True)
+        self.segmenter, self.prompts = segmenter, prompts
+        self.frames, self.results, self.stop = frames, results, stop
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                frame = self.frames.get()
+                if frame is END or self.stop.is_set():
+                    break
+                results = self.segmenter.run(frame, self.prompts.get())
+                if not put(self.results, (frame, results), self.stop):
+                    break
+        except BaseException as err:
+            self.error = err
+            self.stop.set()
+        finally:
+            put(self.results, END, self.stop)
+
+
+class Demo:
+    """One run of the demo on an opened ``source`` with ``segmenter``; ``output`` (an .mp4) and
+    ``display`` (a window) are optional; with no display, prompts can be changed on
+    ``stdin``."""
+
+    def __init__(self, segmenter, source: VideoSource, prompts: Prompts, output: Optional[Path] = None,
+                 display: bool = False, stdin=None, max_frames: Optional[int] = None):
+        self.segmenter, self.source, self.prompts = segmenter, source, prompts
+        self.output, self.max_frames = output, max_frames
+        self.stop = threading.Event()
+        self.window = Window("cris-demo") if display else None
+        if self.window is not None and not self.window.open:
+            self.window = None
+        self.editor = KeyEditor(prompts) if self.window else None
+        self.stdin = None if self.window else StdinReader(prompts, stdin)
+        self._writer: Optional[cv2.VideoWriter] = None
+        self._size: Optional[tuple[int, int]] = None  # (width, height) of the output video
+
+    def run(self) -> DemoStats:
+        """Run to the end of the source (or Ctrl-C / Esc / window closed); re-raises an error of
+        the capture or inference thread after shutting down."""
+        frames, results = queue.Queue(maxsize=2), queue.Queue(maxsize=2)
+        capture = CaptureThread(self.source, frames, self.stop, self.max_frames)
+        inference = InferenceThread(self.segmenter, self.prompts, frames, results, self.stop)
+        stats = DemoStats(output=self.output)
+        for thread in (capture, inference, self.stdin):
+            if thread is not None:
+                thread.start()
+        try:
+            self._render_loop(results, stats)
+        except KeyboardInterrupt:
+            log.info("interrupted: stopping")
+        finally:
+            self.stop.set()
+            for thread in (capture, inference):
+                thread.join(JOIN_TIMEOUT)
+                if thread.is_alive():
+                    log.warning("%s did not stop within %.0f s", thread.name, JOIN_TIMEOUT)
+            if self._writer is not None:
+                self._writer.release()
+            if self.window is not None:
+                self.window.close()
+        stats.dropped = capture.dropped
+        for error in (capture.error, inference.error):
+            if error is not None:
+                raise error
+        return stats
+
+    def _render_loop(self, results: queue.Queue, stats: DemoStats) -> None:
+        times: deque = deque(maxlen=FPS_WINDOW)
+        sums = dict.fromkeys(STAGES, 0.0)
+        first = None
+        while True:
+            item = results.get()
+            if item is END:
+                break
+            frame, segmented = item
+            now = time.perf_counter()
+            times.append(now)
+            first = first or now
+            stats.frames += 1
+            stats.seconds = now - first
+            for stage in STAGES:
+                sums[stage] += segmented[0].timings.get(stage, 0.0)
+                stats.stage_ms[stage] = sums[stage] / stats.frames
+            fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+            canvas = draw_masks(frame, segmented)
+            draw_hud(canvas, hud_lines(fps, self.segmenter.backend, segmented[0].timings,
+                                       [r.text for r in segmented], self.editor.line if self.editor else None))
+            self._write(canvas)
+            if self.window is not None and not self._show(canvas):
+                break
+
+    def _write(self, canvas: np.ndarray) -> None:
+        if self.output is None:
+            return
+        if self._writer is None:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            fps = self.source.fps or 15.0
+            self._writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                           (canvas.shape[1], canvas.shape[0]))
+            if not self._writer.isOpened():
+                raise RuntimeError(f"cannot write {self.output}")
+            self._size = (canvas.shape[1], canvas.shape[0])
+        if (canvas.shape[1], canvas.shape[0]) != self._size:  # a live source changed resolution
+            canvas = cv2.resize(canvas, self._size)
+        self._writer.write(canvas)
+
+    def _show(self, canvas: np.ndarray) -> bool:
+        """Show ``canvas`` and handle the key typed; False when the user quits (Esc, window closed)."""
+        key = self.window.show(canvas)
+        return key is not None and self.editor.key(key)

@@ -1,0 +1,7 @@
+"""Backends of `cris_edge.Segmenter` (see :mod:`.base` for what each provides).
+
+* :mod:`.tensorrt`: TensorRT engines + cuda-python (pinned buffers, one stream, CUDA graphs, the
+  fused kernels of :mod:`.fused`); helpers in :mod:`.cuda` and :mod:`.trt_engine`.
+* :mod:`.onnxruntime`: the ONNX graphs, CUDA provider when present, else CPU.
+* :mod:`.pytorch`: the checkpoint itself (imports torch).
+"""

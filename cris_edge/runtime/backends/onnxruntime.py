@@ -1,0 +1,128 @@
+"""The ONNX Runtime backend: a bundle's three ONNX graphs, CUDA provider when present, else CPU.
+
+Sessions are tuned for one inference at a time: all graph optimisations (``ORT_ENABLE_ALL``:
+constant folding, fusions, and for INT8 bundles the fusion of Q/DQ pairs into integer kernels
+where the placement allows it), intra-op threads = physical cores, sequential execution. Inputs
+and outputs are bound by the names in ``config.json``. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ...export.bundle import BundleError, graph_path
+from ...kernels.reference import similarity_logits
+from ...tokenizer import TokenBatch
+from ..text_cache import TextFeatures
+from .base import HostBackend, ModelInfo, plural
+
+log = logging.getLogger("cris_edge.runtime")
+
+CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may run on (hyper-threads counted once); falls back to
+    the number of usable logical CPUs where the topology cannot be read."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in usable:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            return max(1, len(usable))
+    return max(1, len(cores))
+
+
+def cuda_provider_available() -> bool:
+    """Whether the installed onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
+    import onnxruntime as ort
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def _providers(device: Optional[str]) -> list:
+    """Execution providers for ``device`` (None: CUDA when available; "cpu"; "cuda" or "cuda:N")."""
+    if device == "cpu":
+        return [CPU_PROVIDER]
+    if device is None:
+        return [CUDA_PROVIDER, CPU_PROVIDER] if cuda_provider_available() else [CPU_PROVIDER]
+    if not cuda_provider_available():
+        raise ValueError(f"device {device!r} needs ONNX Runtime's CUDA provider, which this onnxruntime lacks "
+                         "(pip install onnxruntime-gpu), or use device='cpu'")
+    index = int(device.partition(":")[2] or 0)
+    return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+
+
+class OnnxRuntimeBackend(HostBackend):
+    """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs in ONNX Runtime sessions."""
+
+    def __init__(self, bundle_dir: Path, config: dict, device: Optional[str] = None,
+                 threads: Optional[int] = None):
+        import onnxruntime as ort
+
+        if config.get("head_output") == "plugin":
+            raise BundleError(f"bundle {bundle_dir}: its head holds the SimUpsample TensorRT plugin node, which ONNX "
+                              "Runtime cannot run; run its TensorRT engines, or export the bundle with "
+                              "--head-output logits")
+        self.info = ModelInfo.from_bundle(bundle_dir, config)
+        self.head_output = config.get("head_output", "logits")
+        self.image_dtype = np.dtype(config["graphs"]["visual"]["inputs"][0]["dtype"])
+        self.threads = int(threads) if threads else physical_cores()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Idle threads sleep instead of spinning: the numpy/OpenCV stages between graph runs (and
+        # the demo's capture and render threads) need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = _providers(device)
+        self._sessions, self._outputs = {}, {}
+        for name in ("text", "visual", "head"):
+            path = graph_path(bundle_dir, config, name)
+            try:
+                self._sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
+            except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+                raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
+                                  f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
+            self._outputs[name] = [o["name"] for o in config["graphs"][name]["outputs"]]
+        used = self._sessions["visual"].get_providers()[0]
+        self.name = f"onnxruntime ({used}, {plural(self.threads, 'thread')})" if used == CPU_PROVIDER else \
+            f"onnxruntime ({used})"
+        details = config.get("precision_details") or {}
+        if config["precision"] == "int8" and details.get("placement") == "tensorrt" and used == CPU_PROVIDER:
+            log.info("bundle %s holds INT8 Q/DQ placed for TensorRT (FP16 elsewhere): ONNX Runtime's CPU provider "
+                     "runs it as dequantize + float ops, no faster than FP32; for CPU speed export with "
+                     "--int8-placement onnxruntime", bundle_dir)
+
+    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+        return self._sessions[name].run(self._outputs[name], feeds)
+
+    def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
+        word, state = self._run("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
+        return [TextFeatures(word[i], state[i], tokens.pad_mask[i]) for i in range(len(word))]
+
+    def _visual(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run("visual", {"image": images})
+
+    def _head(self, features, frame_index, word, pad_mask, state) -> np.ndarray:
+        c3, c4, c5 = features
+        if len(frame_index) != len(c3) or np.any(frame_index != np.arange(len(c3))):
+            c3, c4, c5 = (np.take(c, frame_index, axis=0) for c in (c3, c4, c5))
+        out = self._run("head", {"c3": c3, "c4": c4, "c5": c5, "word": word, "pad_mask": pad_mask, "state": state})
+        if self.head_output == "features":  # z_v [N, C, h, w], kernel [N, C*9+1]: SimUpsample's inputs
+            z_v, kernel = out
+            weight = kernel[:, :-1].reshape(z_v.shape[0], z_v.shape[1], 3, 3)
+            return similarity_logits(z_v, weight, kernel[:, -1])
+        return out[0].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self._sessions.clear()

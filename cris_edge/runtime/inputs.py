@@ -1,0 +1,60 @@
+"""Validation of what users pass to `Segmenter`: every problem is a ``ValueError`` naming it,
+raised before any work is done."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .preprocess import _three_channels
+
+COLORS = ("bgr", "rgb")
+
+
+def check_texts(text) -> tuple[list[str], bool]:
+    """``text``: a str or a non-empty list/tuple of str -> ``(texts, single)``, ``single`` True
+    when one str was given. Raises ValueError for another type, an empty list, a non-str item,
+    or an empty / whitespace-only text."""
+    single = isinstance(text, str)
+    if single:
+        texts = [text]
+    elif isinstance(text, (list, tuple)):
+        texts = list(text)
+        if not texts:
+            raise ValueError("text must be a str or a non-empty list of str, got an empty list")
+    else:
+        raise ValueError(f"text must be a str or a list of str, got {type(text).__name__}: {text!r}")
+    for n, item in enumerate(texts):
+        where = "text" if single else f"text[{n}]"
+        if not isinstance(item, str):
+            raise ValueError(f"{where} must be a str, got {type(item).__name__}: {item!r}")
+        if not item.strip():
+            raise ValueError(f"{where} is empty: give the sentence that names the object to segment")
+    return texts, single
+
+
+def check_color(color) -> str:
+    """``"bgr"`` or ``"rgb"``; anything else is a ValueError."""
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    return color
+
+
+def check_frame(frame, color: str = "bgr", where: str = "frame") -> np.ndarray:
+    """Validate one frame: a uint8 numpy array ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (in
+    ``color`` order) or ``[H, W, 4]`` (BGRA/RGBA), not empty. Returns it unchanged; the message
+    of the ValueError starts with ``where``."""
+    try:
+        _three_channels(frame, check_color(color))
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    return frame
+
+
+def check_frames(frames) -> list[np.ndarray]:
+    """A non-empty sequence of frames (not one array) -> a list; check each with `check_frame`."""
+    if isinstance(frames, np.ndarray) or not isinstance(frames, Sequence) or len(frames) == 0:
+        raise ValueError(f"frames must be a non-empty list of frames, got {type(frames).__name__}"
+                         + (" (for one frame, use run)" if isinstance(frames, np.ndarray) else ""))
+    return list(frames)

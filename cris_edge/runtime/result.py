@@ -1,0 +1,32 @@
+"""What `Segmenter.run` returns: one `SegmentationResult` per (frame, prompt)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+#: Keys of ``SegmentationResult.timings``, in pipeline order (milliseconds).
+STAGES = ("preprocess", "text", "visual", "head", "postprocess")
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationResult:
+    """The segmentation of one frame for one prompt.
+
+    Attributes:
+        text: the prompt, as given.
+        mask: uint8 ``[H, W]`` in {0, 1} at the frame's height and width (1 = the referred object).
+        prob: float32 ``[H, W]`` probabilities at the frame's size (``mask = prob > threshold``),
+            or None unless ``return_prob=True`` was asked for.
+        timings: milliseconds per stage (`STAGES`) and ``"total"``, of the whole call that made
+            this result: every result of a multi-prompt `run` or a `run_batch` carries the same
+            dict (the visual graph ran once for all of them). ``"text"`` is near zero when the
+            prompt's features came from the cache. GPU stages are measured with CUDA events.
+    """
+
+    text: str
+    mask: np.ndarray
+    prob: Optional[np.ndarray] = None
+    timings: dict[str, float] = field(default_factory=dict)

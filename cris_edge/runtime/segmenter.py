@@ -1,0 +1,167 @@
+"""`Segmenter`: a deployed CRIS model as one object, ``run(frame, text)`` -> masks.
+
+    from cris_edge import Segmenter
+    seg = Segmenter("bundles/r50_fp16")              # bundle dir, .engine, .onnx or a checkpoint
+    result = seg.run(frame_bgr, "the red car")       # result.mask: uint8 [H, W] at the frame's size
+    left, right = seg.run(frame_bgr, ["the left dog", "the right dog"])   # visual graph once
+
+Thread safety: a Segmenter runs one call at a time. Concurrent calls from several threads are
+safe: they wait on the Segmenter's lock and run one after the other (a TensorRT context, its
+buffers and CUDA graph, and the text cache are per Segmenter). For parallel inference, create one
+Segmenter per thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ..tokenizer import get_tokenizer
+from .backends.base import Pair
+from .inputs import check_color, check_frame, check_frames, check_texts
+from .result import SegmentationResult
+from .selection import choose, locate, open_backend
+from .text_cache import TextCache, TextFeatures
+
+log = logging.getLogger("cris_edge.runtime")
+
+
+def _device(device) -> Optional[str]:
+    """None, "cpu", "cuda", "cuda:N" or an int N (-> "cuda:N"); ValueError otherwise."""
+    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
+        return f"cuda:{device}"
+    if device is None or device in ("cpu", "cuda") or (
+            isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a GPU index, got {device!r}")
+
+
+class Segmenter:
+    """Referring segmentation with a deployed CRIS model.
+
+    Args:
+        engine: a bundle directory (``cris-export --output``), one of its ``.engine`` / ``.onnx``
+            files (which picks the TensorRT / ONNX Runtime backend), or a PyTorch checkpoint.
+        backend: ``"auto"`` (TensorRT when the bundle has engines for this machine's TensorRT
+            and GPU; else ONNX Runtime, with its CUDA provider when present; PyTorch for a
+            checkpoint), ``"tensorrt"``, ``"onnxruntime"`` or ``"pytorch"``. The choice and the
+            reason are logged and kept in ``backend`` / ``backend_reason``.
+        device: None (the backend's default: the GPU when one is used), ``"cpu"``, ``"cuda"``,
+            ``"cuda:N"`` or a GPU index.
+        threshold: mask threshold on the probability (default: the bundle's, 0.35).
+        config: for a checkpoint, its CRIS config (name or path) where the weights cannot tell.
+        threads: CPU threads of ONNX Runtime / PyTorch (default: physical cores).
+        text_cache_size: prompts whose text features are kept (LRU; 0 disables the cache).
+
+    Raises ValueError for bad arguments, FileNotFoundError for a missing path, BundleError (a
+    ValueError) for a damaged bundle or engines built for another TensorRT version or GPU
+    (`EngineMismatchError`), BackendUnavailableError when the requested backend cannot run here;
+    every message says how to fix it.
+    """
+
+    def __init__(self, engine, backend: str = "auto", device=None, threshold: Optional[float] = None, *,
+                 config=None, threads: Optional[int] = None, text_cache_size: int = 256):
+        device = _device(device)
+        files = locate(engine)
+        if config is not None and files.is_bundle:
+            raise ValueError("config applies to a PyTorch checkpoint; a bundle carries its own")
+        name, reason = choose(files, backend, device)
+        self._backend = open_backend(name, files, device, threads, config)
+        self.backend, self.backend_reason = self._backend.name, reason
+        log.info("Segmenter(%s): %s backend, because %s", files.path, self.backend, reason)
+        info = self._backend.info
+        self.input_size, self.word_len, self.precision = info.input_size, info.word_len, info.precision
+        self.threshold = info.threshold if threshold is None else float(threshold)
+        if not 0.0 <= self.threshold < 1.0:
+            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        self._tokenizer = get_tokenizer(bundle_dir=info.vocabulary_dir)
+        self.text_cache = TextCache(text_cache_size)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Segmenter(backend={self.backend!r}, input_size={self.input_size}, precision={self.precision!r})"
+
+    def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
+            return_prob: bool = False) -> Union[SegmentationResult, list[SegmentationResult]]:
+        """Segment what ``text`` names in ``frame``.
+
+        Args:
+            frame: uint8 ``[H, W, 3]`` BGR (``color="rgb"`` for RGB), ``[H, W, 4]`` BGRA/RGBA or
+                grayscale ``[H, W]`` / ``[H, W, 1]``.
+            text: one prompt, or a list of prompts: the visual graph then runs once for all.
+                Over-long prompts are cut to the model's ``word_len`` tokens with a
+                `TextTruncatedWarning`.
+            return_prob: also return each float32 ``[H, W]`` probability map.
+
+        Returns one `SegmentationResult` for a str, a list of them (in order) for a list.
+        Raises ValueError naming the problem for a bad frame or text.
+        """
+        texts, single = check_texts(text)
+        check_frame(frame, color)
+        results = self._segment([frame], color, [(0, t) for t in texts], return_prob)
+        return results[0] if single else results
+
+    def run_batch(self, frames: Sequence[np.ndarray], texts: Union[str, Sequence[str]], *, color: str = "bgr",
+                  return_prob: bool = False) -> list[SegmentationResult]:
+        """Segment a batch of frames in one pass per graph (for throughput): ``texts`` is one
+        prompt for every frame, or one prompt per frame. Returns one result per frame."""
+        frames = check_frames(frames)
+        prompts, single = check_texts(texts)
+        if single:
+            prompts = prompts * len(frames)
+        elif len(prompts) != len(frames):
+            raise ValueError(f"texts must be one str or one per frame: {len(prompts)} texts for {len(frames)} frames")
+        check_color(color)
+        for i, frame in enumerate(frames):
+            check_frame(frame, color, f"frames[{i}]")
+        return self._segment(frames, color, list(enumerate(prompts)), return_prob)
+
+    def _segment(self, frames: list, color: str, requests: list[tuple[int, str]],
+                 want_prob: bool) -> list[SegmentationResult]:
+        with self._lock:
+            if self._backend is None:
+                raise RuntimeError("this Segmenter is closed")
+            start = time.perf_counter()
+            features = self._text_features([t for _, t in requests])
+            text_ms = 1e3 * (time.perf_counter() - start)
+            step = self._backend.max_frames or len(frames)
+            masks, probs, timings = [], [], {"text": text_ms}
+            for first in range(0, len(frames), step):  # frames beyond the engines' batch: several passes
+                pairs: list[Pair] = [(i - first, features[k]) for k, (i, _) in enumerate(requests)
+                                     if first <= i < first + step]
+                out = self._backend.segment(frames[first:first + step], color, pairs, self.threshold, want_prob)
+                masks += out.masks
+                probs += out.probs
+                for stage, ms in out.timings.items():
+                    timings[stage] = timings.get(stage, 0.0) + ms
+            timings["total"] = 1e3 * (time.perf_counter() - start)
+        return [SegmentationResult(text, mask, prob, dict(timings))
+                for (_, text), mask, prob in zip(requests, masks, probs)]
+
+    def _text_features(self, texts: list[str]) -> list[TextFeatures]:
+        """Features of ``texts`` from the cache, running the text graph once on the misses."""
+        found = {t: self.text_cache.get(t) for t in dict.fromkeys(texts)}
+        missing = [t for t, f in found.items() if f is None]
+        if missing:
+            tokens = self._tokenizer.batch(missing, self.word_len)
+            for t, f in zip(missing, self._backend.encode_text(tokens)):
+                found[t] = f
+                self.text_cache.put(t, f)
+        return [found[t] for t in texts]
+
+    def close(self) -> None:
+        """Release the backend (GPU memory, sessions); the Segmenter cannot be used afterwards."""
+        with self._lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,111 @@
+"""What a `Segmenter` runs: the model files given (`locate`), the backend that runs them
+(`choose`, which for ``"auto"`` picks the fastest one available and says why) and opening it
+(`open_backend`). Imports no backend's framework until it is opened."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..export.bundle import CONFIG_FILE, BundleError, EngineMismatchError, load_bundle_config
+from .backends.base import Backend, BackendUnavailableError
+from .backends.tensorrt import check_tensorrt
+
+log = logging.getLogger("cris_edge.runtime")
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch")
+_GRAPH_SUFFIXES = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A bundle (``path`` = its directory, ``config`` its config.json; ``graph_kind`` "onnx" or
+    "engine" when one of its graph files was given) or a PyTorch checkpoint (``path``)."""
+
+    path: Path
+    config: Optional[dict] = None
+    graph_kind: Optional[str] = None
+
+    @property
+    def is_bundle(self) -> bool:
+        return self.config is not None
+
+
+def locate(engine) -> ModelFiles:
+    """``engine``: a bundle directory, one of its ``.onnx`` / ``.engine`` files, or a checkpoint.
+    A bundle's config and file hashes are verified (BundleError naming a damaged file)."""
+    if not isinstance(engine, (str, os.PathLike)):
+        raise ValueError(f"engine must be a path (bundle directory, .engine, .onnx or checkpoint), "
+                         f"got {type(engine).__name__}")
+    path = Path(engine)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: pass a bundle directory written by cris-export, one of its "
+                                ".engine/.onnx files, or a PyTorch checkpoint")
+    if path.is_dir():
+        return ModelFiles(path, load_bundle_config(path))
+    kind = _GRAPH_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        return ModelFiles(path)
+    if not (path.parent / CONFIG_FILE).is_file():
+        raise BundleError(f"{path} is not inside a cris-export bundle (no {CONFIG_FILE} beside it): the runtime needs "
+                          "the bundle's three graphs and its config; pass the directory cris-export wrote")
+    config = load_bundle_config(path.parent)
+    names = [(entry.get("engine") or {}).get("file") if kind == "engine" else entry["onnx"]
+             for entry in config["graphs"].values()]
+    if path.name not in names:
+        raise BundleError(f"{path.name} is not one of the {kind} files of bundle {path.parent} "
+                          f"({[n for n in names if n]})")
+    return ModelFiles(path.parent, config, kind)
+
+
+def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
+    """``(backend name, why)`` for ``files``. ``"auto"``: a checkpoint runs on PyTorch; an
+    ``.onnx`` file on ONNX Runtime, an ``.engine`` on TensorRT; a bundle on TensorRT when its
+    engines match this machine's TensorRT and GPU, else on ONNX Runtime."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not files.is_bundle:
+        if backend not in ("auto", "pytorch"):
+            raise ValueError(f"{files.path} is a PyTorch checkpoint, which runs on the pytorch backend; for {backend}, "
+                             f"export it first: cris-export --checkpoint {files.path} --precision fp16 --output BUNDLE")
+        return "pytorch", "a PyTorch checkpoint was given"
+    if backend == "pytorch":
+        raise ValueError(f"the pytorch backend runs a checkpoint, not a bundle: pass the checkpoint bundle "
+                         f"{files.path} was exported from ({files.config.get('checkpoint', {}).get('file')})")
+    if backend != "auto":
+        return backend, "asked for"
+    if files.graph_kind == "onnx":
+        return "onnxruntime", "an .onnx file was given"
+    if files.graph_kind == "engine":
+        return "tensorrt", "an .engine file was given"
+    try:
+        check_tensorrt(files.path, files.config, device)
+    except (BackendUnavailableError, EngineMismatchError) as err:
+        if files.config.get("head_output") == "plugin":
+            raise BackendUnavailableError(f"bundle {files.path} holds the SimUpsample TensorRT plugin in its head, "
+                                          f"which only TensorRT runs, and TensorRT cannot run it here: {err}") from None
+        if isinstance(err, EngineMismatchError):
+            log.warning("%s\nusing ONNX Runtime until then", err)
+        return "onnxruntime", "TensorRT not used: " + " ".join(str(err).split())
+    return "tensorrt", "its engines match this machine's TensorRT and GPU"
+
+
+def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config) -> Backend:
+    """Open backend ``name`` on ``files``; BackendUnavailableError when its package is missing."""
+    if name == "tensorrt":
+        from .backends.tensorrt import TensorRTBackend
+        return TensorRTBackend(files.path, files.config, device)
+    if name == "onnxruntime":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime "
+                                          "(or onnxruntime-gpu for its CUDA provider)")
+        from .backends.onnxruntime import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(files.path, files.config, device, threads)
+    if importlib.util.find_spec("torch") is None:
+        raise BackendUnavailableError("the pytorch backend needs torch: pip install -c constraints.txt -e '.[torch]'")
+    from .backends.pytorch import TorchBackend
+    return TorchBackend(files.path, config, device, threads)

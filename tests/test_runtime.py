@@ -1,0 +1,308 @@
+"""`cris_edge.Segmenter` on the backends available without a GPU (ONNX Runtime CPU, PyTorch).
+
+A randomly initialised cris_tiny is exported to an FP32 and an INT8 (ONNX Runtime Q/DQ
+placement) bundle once per module (about 40 s on 2 CPU cores). Random weights give flat
+probability maps, so masks are thresholded at the reference's median probability: half the
+frame is inside, and agreement is measured where it is hardest. The reference is the eval
+`TorchPredictor` (the model and the official transforms, independent of the runtime)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cris_edge import Segmenter
+from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
+from cris_edge.eval.evaluate import evaluate
+from cris_edge.eval.predictor import TorchPredictor
+from cris_edge.export.bundle import BundleError
+from cris_edge.export.calibration import CalibrationSpec
+from cris_edge.export.pipeline import ExportOptions, export_bundle
+from cris_edge.model import build_cris, save_checkpoint
+from cris_edge.runtime.backends.base import BackendUnavailableError
+from cris_edge.runtime.backends.onnxruntime import physical_cores
+from cris_edge.runtime.postprocess import logits_to_prob, mask_iou, prob_to_frame, prob_to_mask
+from cris_edge.runtime.predictor import SegmenterPredictor
+from cris_edge.runtime.result import STAGES
+from cris_edge.tokenizer import TextTruncatedWarning
+
+PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny").eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
+
+
+@pytest.fixture(scope="module")
+def bundles(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    root, cache = tmp_path_factory.mktemp("bundles"), tmp_path_factory.mktemp("cache")
+    out = {}
+    for precision, placement in (("fp32", "tensorrt"), ("int8", "onnxruntime")):
+        out[precision] = export_bundle(ExportOptions(
+            output=root / precision, precision=precision, checkpoint=checkpoint, cache_dir=cache,
+            calibration=CalibrationSpec(size=8), int8_placement=placement, build_engines=False, progress=False)).bundle
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint) -> TorchPredictor:
+    return TorchPredictor.from_checkpoint(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def ort(bundles) -> Segmenter:
+    return Segmenter(bundles["fp32"])
+
+
+def _scene(i: int):
+    sample = make_sample(HELD_OUT_SEED_OFFSET + i)
+    return sample.image, [sample.sentences[0], *PROMPTS]
+
+
+def _reference(reference: TorchPredictor, frame, texts) -> tuple[float, list[np.ndarray]]:
+    """The reference's masks for ``texts``, thresholded at the median probability of the first
+    text (so that its mask covers half the frame), and that threshold."""
+    logits, box = reference.logits(frame, texts)
+    probs = [prob_to_frame(logits_to_prob(one, box.input_size), box.inverse, box.frame_size) for one in logits]
+    threshold = float(np.median(probs[0]))
+    return threshold, [prob_to_mask(p, threshold) for p in probs]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "pytorch"])
+def test_masks_agree_with_the_pytorch_model(backend, bundles, checkpoint, reference):
+    seg = Segmenter(bundles["fp32"] if backend == "onnxruntime" else checkpoint, backend=backend)
+    assert seg.backend.startswith(backend)
+    for i in range(2):
+        frame, texts = _scene(i)
+        seg.threshold, expected = _reference(reference, frame, texts)
+        for result, mask in zip(seg.run(frame, texts), expected):
+            assert result.mask.shape == frame.shape[:2] and result.mask.dtype == np.uint8
+            assert mask_iou(result.mask, mask) >= 0.99, (backend, i, result.text)
+
+
+def test_int8_bundle_stays_close_to_fp32(bundles, ort):
+    int8 = Segmenter(bundles["int8"])
+    assert int8.precision == "int8" and int8.backend.startswith("onnxruntime")
+    ious = []
+    for i in range(3):
+        frame, texts = _scene(i)
+        want = ort.run(frame, texts, return_prob=True)
+        threshold = float(np.median(want[0].prob))
+        for a, b in zip(int8.run(frame, texts, return_prob=True), want):
+            assert np.abs(a.prob - b.prob).max() <= 0.05
+            ious.append(mask_iou(a.prob > threshold, b.prob > threshold))
+    assert np.mean(ious) >= 0.85  # median-thresholded flat maps of a random model: the hardest case
+
+
+def test_result_fields_and_probabilities(ort):
+    frame, texts = _scene(0)
+    result = ort.run(frame, texts[0], return_prob=True)
+    assert result.text == texts[0] and result.prob.dtype == np.float32 and result.prob.shape == frame.shape[:2]
+    assert np.array_equal(result.mask, (result.prob > ort.threshold).astype(np.uint8))
+    assert set(result.timings) == {*STAGES, "total"} and all(v >= 0 for v in result.timings.values())
+    assert ort.run(frame, texts[0]).prob is None
+
+
+def test_multi_prompt_and_text_cache_give_the_same_masks_as_separate_calls(bundles):
+    frame, texts = _scene(1)
+    uncached = Segmenter(bundles["fp32"], text_cache_size=0)
+    separate = [uncached.run(frame, t, return_prob=True) for t in texts]
+    assert uncached.text_cache.info().size == 0
+    seg = Segmenter(bundles["fp32"], text_cache_size=2)
+    together = seg.run(frame, texts, return_prob=True)
+    assert [r.text for r in together] == texts
+    for a, b in zip(together, separate):
+        assert np.array_equal(a.mask, b.mask) and np.allclose(a.prob, b.prob, atol=1e-6)
+    info = seg.text_cache.info()
+    assert (info.misses, info.hits, info.size) == (len(texts), 0, 2)  # bounded: the 2 newest kept
+    again = seg.run(frame, texts[-1])
+    assert seg.text_cache.info().hits == 1 and np.array_equal(again.mask, separate[-1].mask)
+    repeated = seg.run(frame, [texts[0], texts[0]])  # one text graph row for a repeated prompt
+    assert np.array_equal(repeated[0].mask, repeated[1].mask)
+
+
+def test_run_batch_equals_one_run_per_frame(ort):
+    scenes = [_scene(i) for i in range(3)]
+    frames = [scenes[0][0], scenes[1][0][:180, :250], np.ascontiguousarray(scenes[2][0][:, ::-1])]
+    texts = [s[1][0] for s in scenes]
+    batch = ort.run_batch(frames, texts)
+    for frame, text, result in zip(frames, texts, batch):
+        assert result.text == text and np.array_equal(result.mask, ort.run(frame, text).mask)
+    same = ort.run_batch(frames[:2], "the blue square")
+    assert [r.text for r in same] == ["the blue square"] * 2
+
+
+def test_color_orders_and_layouts_give_the_same_mask(ort):
+    frame, texts = _scene(2)
+    bgr = ort.run(frame, texts[0]).mask
+    assert np.array_equal(ort.run(np.ascontiguousarray(frame[:, :, ::-1]), texts[0], color="rgb").mask, bgr)
+    bgra = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    assert np.array_equal(ort.run(bgra, texts[0]).mask, bgr)
+    gray = frame[:, :, 1].copy()
+    assert ort.run(gray, texts[0]).mask.shape == gray.shape
+    assert np.array_equal(ort.run(gray[:, :, None], texts[0]).mask, ort.run(gray, texts[0]).mask)
+
+
+GOOD = np.zeros((24, 32, 3), np.uint8)
+
+
+@pytest.mark.parametrize("frame, text, kwargs, message", [
+    (GOOD.astype(np.float32), "a", {}, "frame: frame must be uint8, got float32"),
+    (np.zeros((2, 24, 32, 3), np.uint8), "a", {}, "frame: frame must be HxW or HxWxC, got 4 dims"),
+    (np.zeros(24, np.uint8), "a", {}, "got 1 dims"),
+    (np.zeros((0, 32, 3), np.uint8), "a", {}, "frame: frame must not be empty"),
+    (np.zeros((24, 32, 2), np.uint8), "a", {}, "1, 3 or 4 channels, got 2"),
+    (GOOD.tolist(), "a", {}, "frame must be a numpy.ndarray, got list"),
+    (GOOD, "", {}, "text is empty"),
+    (GOOD, "   ", {}, "text is empty"),
+    (GOOD, 123, {}, "text must be a str or a list of str, got int"),
+    (GOOD, None, {}, "got NoneType"),
+    (GOOD, b"bytes", {}, "got bytes"),
+    (GOOD, [], {}, "got an empty list"),
+    (GOOD, ["ok", 5], {}, r"text\[1\] must be a str, got int"),
+    (GOOD, ["ok", ""], {}, r"text\[1\] is empty"),
+    (GOOD, "a", {"color": "hsv"}, "color must be one of"),
+])
+def test_bad_inputs_are_value_errors_naming_the_problem(ort, frame, text, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ort.run(frame, text, **kwargs)
+
+
+def test_bad_batches_are_value_errors(ort):
+    with pytest.raises(ValueError, match="non-empty list of frames"):
+        ort.run_batch([], "a")
+    with pytest.raises(ValueError, match=r"for one frame, use run"):
+        ort.run_batch(GOOD, "a")
+    with pytest.raises(ValueError, match="2 texts for 3 frames"):
+        ort.run_batch([GOOD] * 3, ["a", "b"])
+    with pytest.raises(ValueError, match=r"frames\[1\]: frame must be uint8"):
+        ort.run_batch([GOOD, GOOD.astype(np.int16)], "a")
+
+
+def test_over_long_text_is_cut_with_a_warning(ort):
+    long = " ".join(["the very large red circle"] * 10)
+    with pytest.warns(TextTruncatedWarning, match="cut to 17"):
+        result = ort.run(GOOD, long)
+    assert result.mask.shape == GOOD.shape[:2]
+
+
+def test_bad_arguments_and_files_are_refused_with_the_fix(bundles, checkpoint, tmp_path):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Segmenter(bundles["fp32"], backend="tflite")
+    with pytest.raises(ValueError, match="device must be"):
+        Segmenter(bundles["fp32"], device="gpu")
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\)"):
+        Segmenter(bundles["fp32"], threshold=1.5)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Segmenter(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="export it first: cris-export --checkpoint"):
+        Segmenter(checkpoint, backend="onnxruntime")
+    with pytest.raises(ValueError, match="pass the checkpoint"):
+        Segmenter(bundles["fp32"], backend="pytorch")
+    with pytest.raises(ValueError, match="config applies to a PyTorch checkpoint"):
+        Segmenter(bundles["fp32"], config="cris_tiny")
+    loose = tmp_path / "visual.onnx"
+    shutil.copyfile(bundles["fp32"] / "visual.onnx", loose)
+    with pytest.raises(BundleError, match="not inside a cris-export bundle"):
+        Segmenter(loose)
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundles["fp32"], damaged)
+    data = bytearray((damaged / "head.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (damaged / "head.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"head.onnx: sha256 differs(.|\n)*re-export it"):
+        Segmenter(damaged)
+
+
+def _edited_bundle(source: Path, target: Path, **changes) -> Path:
+    shutil.copytree(source, target)
+    config = json.loads((target / "config.json").read_text())
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="cris_edge.runtime"):
+        seg = Segmenter(bundles["fp32"])
+    assert seg.backend.startswith("onnxruntime") and "no TensorRT engines" in seg.backend_reason
+    assert "onnxruntime" in caplog.text and "--engine-only" in caplog.text
+    assert Segmenter(bundles["fp32"] / "head.onnx").backend_reason == "an .onnx file was given"
+    assert Segmenter(checkpoint).backend.startswith("pytorch")
+    config = json.loads((bundles["fp32"] / "config.json").read_text())
+    engines = {name: {**entry, "engine": {"file": f"{name}.engine", "tensorrt": "10.3.0", "gpu": "Orin",
+                                          "compute_capability": "8.7", "bytes": 1}}
+               for name, entry in config["graphs"].items()}
+    with_engines = _edited_bundle(bundles["fp32"], tmp_path / "engines", graphs=engines)
+    seg = Segmenter(with_engines)  # auto: engines listed, but no TensorRT or GPU here
+    assert seg.backend.startswith("onnxruntime") and "TensorRT not used" in seg.backend_reason
+    with pytest.raises(BackendUnavailableError):
+        Segmenter(with_engines, backend="tensorrt")
+    plugin = _edited_bundle(bundles["fp32"], tmp_path / "plugin", head_output="plugin")
+    with pytest.raises(BackendUnavailableError, match="only TensorRT runs"):
+        Segmenter(plugin)
+    with pytest.raises(BundleError, match="ONNX Runtime cannot run"):
+        Segmenter(plugin, backend="onnxruntime")
+
+
+def test_concurrent_calls_from_threads_are_safe(ort):
+    scenes = [_scene(i) for i in range(4)]
+    expected = [[r.mask for r in ort.run(f, t[:2])] for f, t in scenes]
+    got, errors = {}, []
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(3):
+                got[k] = [r.mask for r in ort.run(scenes[k][0], scenes[k][1][:2])]
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k in range(4):
+        assert all(np.array_equal(a, b) for a, b in zip(got[k], expected[k]))
+
+
+def test_segmenter_predictor_scores_like_the_torch_predictor(bundles, reference):
+    records = [make_sample(HELD_OUT_SEED_OFFSET + i) for i in range(3)]
+    runtime = evaluate(SegmenterPredictor.from_engine(bundles["fp32"]), records, progress=False)
+    torch_scores = evaluate(reference, records, progress=False)
+    assert np.allclose(runtime.ious, torch_scores.ious, atol=1e-6)
+    assert SegmenterPredictor.from_engine(bundles["fp32"]).predict(GOOD, []) == []
+
+
+def test_import_and_onnxruntime_backend_do_not_import_torch(bundles):
+    code = (f"import sys, numpy as np, cris_edge\n"
+            f"assert 'torch' not in sys.modules\n"
+            f"seg = cris_edge.Segmenter({str(bundles['fp32'])!r})\n"
+            f"seg.run(np.zeros((48, 64, 3), np.uint8), ['a red circle', 'the blue square'])\n"
+            f"sys.exit(1 if 'torch' in sys.modules else 0)\n")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_closed_segmenter_says_so(bundles):
+    with Segmenter(bundles["fp32"]) as seg:
+        seg.run(GOOD, "a")
+    with pytest.raises(RuntimeError, match="closed"):
+        seg.run(GOOD, "a")
+    seg.close()
+
+
+def test_session_threads_default_to_physical_cores(ort, bundles):
+    assert 1 <= physical_cores() and f"{physical_cores()} thread" in ort.backend
+    assert Segmenter(bundles["fp32"], threads=1).backend == "onnxruntime (CPUExecutionProvider, 1 thread)"

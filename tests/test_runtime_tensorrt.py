@@ -1,0 +1,179 @@
+"""The TensorRT backend of `Segmenter`. The engine tests need TensorRT, cuda-python and a CUDA GPU
+and skip without them (the reason is stated); on a GPU they build real engines from a random
+cris_tiny and check the masks against ONNX Runtime's, the CUDA-graph replay, chunking beyond the
+engines' batch, the fused kernels and their numpy fallback, and the refusal of foreign engines.
+The checks that need no GPU (device parsing, plugin lookup, why TensorRT is not used) run
+everywhere."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cris_edge import Segmenter
+from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
+from cris_edge.export.bundle import EngineMismatchError, load_bundle_config
+from cris_edge.export.calibration import CalibrationSpec
+from cris_edge.export.pipeline import ExportOptions, export_bundle
+from cris_edge.export.tensorrt_build import engine_unavailable_reason
+from cris_edge.model import build_cris, save_checkpoint
+from cris_edge.runtime.backends import cuda
+from cris_edge.runtime.backends.base import BackendUnavailableError
+from cris_edge.runtime.backends.tensorrt import PLUGIN_ENV, check_tensorrt, device_index, plugin_library
+from cris_edge.runtime.postprocess import mask_iou
+
+
+def _unavailable() -> str | None:
+    reason = engine_unavailable_reason()
+    if reason is None and cuda.device_count() == 0:
+        reason = "cuda-python finds no CUDA device"
+    return reason
+
+
+UNAVAILABLE = _unavailable()
+needs_tensorrt = pytest.mark.skipif(UNAVAILABLE is not None,
+                                    reason=f"the TensorRT backend cannot run here: {UNAVAILABLE}")
+
+
+@pytest.mark.parametrize("device, index", [(None, 0), ("cuda", 0), ("cuda:1", 1), (2, 2)])
+def test_device_index(device, index):
+    assert device_index(device) == index
+
+
+@pytest.mark.parametrize("device", ["cpu", "gpu", -1, "cuda:x", True])
+def test_device_index_refuses_non_cuda_devices(device):
+    with pytest.raises(ValueError, match="CUDA device"):
+        device_index(device)
+
+
+def test_missing_plugin_library_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"cmake -S cpp -B build(.|\n)*CRIS_EDGE_TRT_PLUGIN"):
+        plugin_library(tmp_path, "libcris_edge_trt_plugin_missing.so")
+    (tmp_path / "libplugin.so").write_bytes(b"")
+    assert plugin_library(tmp_path, "libplugin.so") == tmp_path / "libplugin.so"
+    monkeypatch.setenv(PLUGIN_ENV, str(tmp_path / "elsewhere.so"))
+    with pytest.raises(ValueError, match="elsewhere.so"):
+        plugin_library(tmp_path, "libplugin.so")
+
+
+def test_tensorrt_is_refused_with_the_reason():
+    config = {"graphs": {"text": {"engine": None}}, "tensorrt_compatible": True}
+    with pytest.raises(BackendUnavailableError, match="device 'cpu'"):
+        check_tensorrt(Path("b"), config, "cpu")
+    with pytest.raises(BackendUnavailableError, match="cris-export --engine-only b"):
+        check_tensorrt(Path("b"), config)
+    with pytest.raises(BackendUnavailableError, match="--int8-placement onnxruntime"):
+        check_tensorrt(Path("b"), {**config, "tensorrt_compatible": False})
+
+
+def test_no_gpu_or_cuda_python_means_zero_devices_not_an_error():
+    if UNAVAILABLE is None:
+        pytest.skip("a GPU is present")
+    assert cuda.device_count() == 0  # cuda-python 12.x raises without a driver; 13.x returns an error
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny").eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
+
+
+def _export(checkpoint, root: Path, precision: str, head_output: str, max_batch: int = 4) -> Path:
+    return export_bundle(ExportOptions(output=root / f"{precision}_{head_output}", precision=precision,
+                                       checkpoint=checkpoint, head_output=head_output, max_batch=max_batch,
+                                       calibration=CalibrationSpec(size=8), cache_dir=root / "cache",
+                                       progress=False)).bundle
+
+
+@pytest.fixture(scope="module")
+def engine_bundles(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    if UNAVAILABLE is not None:
+        pytest.skip(f"the TensorRT backend cannot run here: {UNAVAILABLE}")
+    root = tmp_path_factory.mktemp("trt")
+    return {(p, h): _export(checkpoint, root, p, h) for p in ("fp32", "fp16") for h in ("logits", "features")}
+
+
+def _scenes(n: int = 3):
+    return [make_sample(HELD_OUT_SEED_OFFSET + i) for i in range(n)]
+
+
+@needs_tensorrt
+@pytest.mark.parametrize("precision, head_output", [("fp32", "logits"), ("fp32", "features"),
+                                                    ("fp16", "logits"), ("fp16", "features")])
+def test_tensorrt_masks_agree_with_onnxruntime(engine_bundles, precision, head_output):
+    bundle = engine_bundles[(precision, head_output)]
+    trt_seg = Segmenter(bundle)
+    assert trt_seg.backend.startswith("tensorrt"), trt_seg.backend_reason
+    ort_seg = Segmenter(engine_bundles[("fp32", "logits")], backend="onnxruntime")
+    for sample in _scenes():
+        texts = [sample.sentences[0], "the blue square", "the largest star"]
+        got = trt_seg.run(sample.image, texts, return_prob=True)
+        want = ort_seg.run(sample.image, texts, return_prob=True)
+        for a, b in zip(got, want):
+            assert a.mask.shape == sample.image.shape[:2] and a.prob.dtype == np.float32
+            assert np.abs(a.prob - b.prob).max() <= (2e-3 if precision == "fp32" else 2e-2)
+            assert mask_iou(a.mask, b.mask) >= (0.99 if precision == "fp32" else 0.98)
+
+
+@needs_tensorrt
+def test_cuda_graph_replay_chunking_and_batches(engine_bundles):
+    seg = Segmenter(engine_bundles[("fp16", "features")])
+    sample = _scenes(1)[0]
+    first = [seg.run(sample.image, sample.sentences[0]) for _ in range(4)]  # eager, eager + capture, replays
+    assert seg._backend._graph is not None or not seg._backend._graphs_enabled
+    assert all(np.array_equal(r.mask, first[0].mask) for r in first)
+    assert set(first[-1].timings) >= {"preprocess", "text", "visual", "head", "postprocess", "total"}
+    texts = [f"the {c} {s}" for c in ("red", "blue", "green") for s in ("circle", "square", "star")]
+    many = seg.run(sample.image, texts)  # 9 prompts > the engines' batch of 4: three head passes
+    for text, result in zip(texts, many):
+        assert np.array_equal(result.mask, seg.run(sample.image, text).mask)
+    frames = [s.image for s in _scenes(6)]  # 6 frames > batch 4: two visual passes
+    batch = seg.run_batch(frames, "the red circle")
+    for frame, result in zip(frames, batch):
+        assert np.array_equal(result.mask, seg.run(frame, "the red circle").mask)
+
+
+@needs_tensorrt
+def test_without_the_kernels_library_the_numpy_path_gives_the_same_masks(engine_bundles, monkeypatch, caplog):
+    bundle = engine_bundles[("fp32", "features")]
+    fused = Segmenter(bundle)
+    monkeypatch.setenv("CRIS_EDGE_KERNELS_LIB", "/nonexistent/libcris_edge_kernels.so")
+    with caplog.at_level("INFO", logger="cris_edge.runtime"):
+        plain = Segmenter(bundle)
+    assert "pre-processing: numpy" in plain.backend and "pre/post-processing runs in numpy" in caplog.text
+    assert "post-processing: CUDA kernel" in fused.backend
+    for sample in _scenes():
+        a, b = fused.run(sample.image, sample.sentences[0]), plain.run(sample.image, sample.sentences[0])
+        assert mask_iou(a.mask, b.mask) >= 0.995
+
+
+@needs_tensorrt
+def test_engines_of_another_tensorrt_or_gpu_are_refused(engine_bundles, tmp_path):
+    bundle = tmp_path / "foreign"
+    shutil.copytree(engine_bundles[("fp32", "logits")], bundle)
+    config = json.loads((bundle / "config.json").read_text())
+    for entry in config["graphs"].values():
+        entry["engine"]["tensorrt"] = "9.9.9"
+    (bundle / "config.json").write_text(json.dumps(config))
+    load_bundle_config(bundle)
+    with pytest.raises(EngineMismatchError, match=f"cris-export --engine-only {bundle}"):
+        Segmenter(bundle, backend="tensorrt")
+    assert Segmenter(bundle).backend.startswith("onnxruntime")  # auto: falls back, saying why
+
+
+@needs_tensorrt
+def test_corrupt_engine_is_refused(engine_bundles, tmp_path):
+    bundle = tmp_path / "corrupt"
+    shutil.copytree(engine_bundles[("fp32", "logits")], bundle)
+    data = bytearray((bundle / "visual.engine").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "visual.engine").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="visual.engine: sha256 differs"):
+        Segmenter(bundle, backend="tensorrt")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import _three_channels
+from .preprocess import three_channels
 
 COLORS = ("bgr", "rgb")
 
@@ -46,7 +46,7 @@ def check_frame(frame, color: str = "bgr", where: str = "frame") -> np.ndarray:
     ``color`` order) or ``[H, W, 4]`` (BGRA/RGBA), not empty. Returns it unchanged; the message
     of the ValueError starts with ``where``."""
     try:
-        _three_channels(frame, check_color(color))
+        three_channels(frame, check_color(color))
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
     return frame

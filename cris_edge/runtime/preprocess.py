@@ -55,7 +55,7 @@ def _size_hw(size, name: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _three_channels(frame: np.ndarray, color: str) -> tuple[np.ndarray, bool]:
+def three_channels(frame: np.ndarray, color: str) -> tuple[np.ndarray, bool]:
     """Validate a frame; return it as uint8 ``[H, W, 3]`` and whether its channels are BGR."""
     if not isinstance(color, str) or color not in ("bgr", "rgb"):
         raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
@@ -84,7 +84,7 @@ def to_rgb(frame: np.ndarray, color: str = "bgr") -> np.ndarray:
     dropped) and grayscale ``[H, W]`` / ``[H, W, 1]``; strided views are fine. An RGB input may be
     returned as is (not copied). Anything else raises ``ValueError`` naming the problem.
     """
-    image, is_bgr = _three_channels(frame, color)
+    image, is_bgr = three_channels(frame, color)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if is_bgr else image
 
 
@@ -124,7 +124,7 @@ def _letterbox_into(
     mean: tuple[float, ...], lut: np.ndarray,
 ) -> Letterbox:
     """Letterbox ``frame`` into ``out`` (``[1, 3, H, W]``, written in place)."""
-    image, is_bgr = _three_channels(frame, color)
+    image, is_bgr = three_channels(frame, color)
     matrix, inverse = letterbox_matrices(image.shape[:2], input_hw)
     border = [m * 255 for m in (mean[::-1] if is_bgr else mean)]
     warped = cv2.warpAffine(

@@ -31,7 +31,7 @@ from ...export.bundle import BundleError, check_engines, graph_path
 from ...kernels.reference import similarity_logits
 from ...tokenizer import TokenBatch
 from ..postprocess import logits_to_prob
-from ..preprocess import _three_channels, letterbox_matrices, preprocess_batch
+from ..preprocess import three_channels, letterbox_matrices, preprocess_batch
 from ..text_cache import TextFeatures
 from . import cuda, fused
 from .base import Backend, BackendUnavailableError, ModelInfo, Output, Pair, to_frame
@@ -210,7 +210,7 @@ class TensorRTBackend(Backend):
             return [_Frame(b.frame_size, False, b.matrix, b.inverse) for b in boxes]
         staged, offset = [], 0
         for frame in frames:
-            image, bgr = _three_channels(frame, color)
+            image, bgr = three_channels(frame, color)
             staged.append((image, bgr))
             offset += image.nbytes
         host = self._buffer("frames", offset, pinned=True)

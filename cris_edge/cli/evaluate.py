@@ -1,0 +1,100 @@
+"""``cris-eval``: measure a model with the official CRIS test protocol.
+
+Every sentence is predicted separately; its mask (threshold 0.35, at the image's original
+resolution) is scored against the referent's mask. Reports mIoU, overall IoU and Prec@0.5..0.9.
+
+    cris-eval --dataset synthetic --num-samples 200               # the shipped demo model
+    cris-eval --checkpoint exp/cris_r50/best.pth --split val --data-root datasets
+    cris-eval --checkpoint cris_r50.pth --config cris_r50_refcoco --lmdb datasets/lmdb/refcoco/testA.lmdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..data.records import DatasetError
+from ..data.sources import DATASETS
+from ..data.synthetic import HELD_OUT_SEED_OFFSET
+
+_BUNDLE_MESSAGE = (
+    "evaluating a deployed bundle or engine ({path}) needs the cris_edge runtime (Segmenter), "
+    "which this version does not have yet; evaluate the PyTorch checkpoint with --checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cris-eval", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 2)[2])
+    model = parser.add_argument_group("model")
+    model.add_argument("--checkpoint", help="PyTorch checkpoint (ours, official or a state dict); "
+                                            "default: the shipped demo model")
+    model.add_argument("--config", help="config name or path, where the weights cannot tell the "
+                                        "architecture (word_len, input_size, num_head)")
+    model.add_argument("--engine", help="a deployed bundle or engine (needs the runtime)")
+    model.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    data = parser.add_argument_group("data (defaults from the checkpoint's config)")
+    data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes")
+    data.add_argument("--split", help="train, val, testA, testB or test (default: val)")
+    data.add_argument("--split-by", choices=("unc", "umd", "google"), help="refcocog: umd (default) or google")
+    data.add_argument("--data-root", help="refer-format root: <root>/<dataset>/refs(...).p, <root>/images/train2014")
+    data.add_argument("--lmdb", help="a CRIS.pytorch LMDB file instead of the refer format")
+    data.add_argument("--seed", type=int, default=HELD_OUT_SEED_OFFSET,
+                      help=f"synthetic: first scene seed (default {HELD_OUT_SEED_OFFSET}, never used in training)")
+    data.add_argument("--num-samples", type=int, default=500, help="synthetic: number of scenes (default 500)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--limit", type=int, help="evaluate only the first N referents (quick checks)")
+    run.add_argument("--json", metavar="OUT", help="write the metrics as JSON (fractions in [0, 1])")
+    run.add_argument("--batch-size", type=int, default=32, help="sentences per forward pass (default 32)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.engine:
+        print("cris-eval: error: " + _BUNDLE_MESSAGE.format(path=args.engine), file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 1:
+        print("cris-eval: error: --limit must be >= 1", file=sys.stderr)
+        return 2
+    import torch
+
+    from ..assets import demo_checkpoint
+    from ..data.sources import open_records
+    from ..eval.evaluate import evaluate
+    from ..eval.metrics import PREC_THRESHOLDS
+    from ..eval.predictor import TorchPredictor
+
+    try:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        predictor = TorchPredictor.from_checkpoint(checkpoint, args.config, device, batch_size=args.batch_size)
+        saved = dict(predictor.model.config.extra.get("data") or {})
+        dataset = args.dataset or saved.get("dataset", "refcoco")
+        records = open_records(
+            dataset, args.split or saved.get("val_split", "val"),
+            data_root=args.data_root or saved.get("data_root", "datasets"), lmdb=args.lmdb,
+            split_by=args.split_by or saved.get("split_by"), seed_offset=args.seed,
+            num_samples=args.num_samples, synthetic=saved.get("synthetic"))
+        count = min(len(records), args.limit or len(records))
+        what = (f"LMDB {args.lmdb}" if args.lmdb else
+                f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic"
+                else f"{dataset} {args.split or saved.get('val_split', 'val')}")
+        print(f"cris-eval: {checkpoint} on {what} ({count} referents, {device})", file=sys.stderr)
+        summary = evaluate(predictor, records, range(count)).summary()
+    except (DatasetError, FileNotFoundError, ValueError) as err:
+        print(f"cris-eval: error: {err}", file=sys.stderr)
+        return 2
+    for key in ("mIoU", "oIoU", *(f"Prec@{t:.1f}" for t in PREC_THRESHOLDS)):
+        print(f"{key:<9} {summary[key]:.4f}")
+    print(f"{'samples':<9} {summary['samples']}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

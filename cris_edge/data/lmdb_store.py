@@ -1,0 +1,185 @@
+"""CRIS.pytorch's LMDB dataset format: read it, and write it (``cris-prepare``).
+
+One LMDB file per split (``<out>/<split>.lmdb``, opened with ``subdir=False``). Entry ``b"0"``,
+``b"1"`` ... holds one referent as a serialised dict::
+
+    {"img": JPEG bytes (the image file as is), "mask": PNG bytes (0 / 255), "sents": [str],
+     "num_sents": int, "seg_id": int (the ref id), "cat": int (0..79), "img_name": str}
+
+and ``b"__keys__"`` / ``b"__len__"`` hold the list of entry keys and their number.
+
+Serialisation: we write pickle protocol 4. We read pickles of any protocol (CRIS.pytorch's
+current ``folder2lmdb.py`` writes pickle protocol 5), with an unpickler that accepts plain
+data only. LMDBs written by older versions of the tool with ``pyarrow.serialize`` are detected;
+they are read only where an old pyarrow that still has ``pyarrow.deserialize`` (removed in
+pyarrow 12) is installed, otherwise the error says to rebuild the LMDB with ``cris-prepare``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .records import (DatasetError, PathLike, ReferRecord, check_record, decode_image,
+                      decode_mask, encode_png, load_data_pickle)
+
+PICKLE_PROTOCOL = 4
+REQUIRED_FIELDS = ("img", "mask", "sents")
+_COMMIT_EVERY = 1000
+_INITIAL_MAP_SIZE = 1 << 26  # 64 MiB, doubled whenever full
+
+
+def _import_lmdb():
+    try:
+        import lmdb
+    except ImportError:
+        raise ImportError("the LMDB dataset format needs the lmdb package: "
+                          "pip install 'cris-edge[train]'") from None
+    return lmdb
+
+
+def deserialize(data: bytes, source: str) -> Any:
+    """Decode one LMDB value: a pickle, or (with an old pyarrow installed) ``pyarrow.serialize`` output."""
+    if data[:1] == b"\x80":  # every pickle of protocol >= 2 starts with the PROTO opcode
+        return load_data_pickle(data, source)
+    try:
+        import pyarrow
+        legacy = pyarrow.deserialize
+    except (ImportError, AttributeError):
+        raise DatasetError(
+            f"{source} is not a pickle: it looks like pyarrow.serialize output (LMDBs made by older "
+            "CRIS.pytorch tools), which modern pyarrow cannot read. Rebuild the LMDB from the refer "
+            "format with `cris-prepare`, or install a pyarrow < 12 that still has pyarrow.deserialize"
+        ) from None
+    try:
+        return legacy(data)
+    except Exception as err:
+        raise DatasetError(f"cannot decode {source} with pyarrow.deserialize: {err}") from None
+
+
+def make_entry(image_bytes: bytes, mask, sentences: Sequence[str], seg_id: int, cat: int,
+               img_name: str) -> dict:
+    """One LMDB entry dict from an encoded image, a uint8 {0, 1} mask ``[H, W]`` and sentences."""
+    return {"img": bytes(image_bytes), "mask": encode_png(mask), "cat": int(cat),
+            "seg_id": int(seg_id), "img_name": str(img_name), "num_sents": len(sentences),
+            "sents": [str(s) for s in sentences]}
+
+
+def write_lmdb(path: PathLike, entries: Iterable[dict], total: int | None = None,
+               progress: bool = True) -> int:
+    """Write ``entries`` (dicts from `make_entry`) to the LMDB file ``path``; returns their number.
+
+    The file is built as ``<path>.partial`` and renamed over ``path`` when complete, so an
+    interrupted run never leaves a valid-looking but truncated dataset.
+    """
+    lmdb = _import_lmdb()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    for leftover in (partial, Path(f"{partial}-lock")):
+        leftover.unlink(missing_ok=True)
+    env = lmdb.open(str(partial), subdir=False, map_size=_INITIAL_MAP_SIZE, meminit=False)
+    pending: list[tuple[bytes, bytes]] = []
+
+    def flush():
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    for key, value in pending:
+                        txn.put(key, value)
+                break
+            except lmdb.MapFullError:
+                env.set_mapsize(env.info()["map_size"] * 2)
+        pending.clear()
+
+    keys = []
+    try:
+        for entry in tqdm(entries, total=total, desc=f"writing {path.name}", disable=not progress):
+            key = str(len(keys)).encode("ascii")
+            keys.append(key)
+            pending.append((key, pickle.dumps(entry, protocol=PICKLE_PROTOCOL)))
+            if len(pending) >= _COMMIT_EVERY:
+                flush()
+        pending.append((b"__keys__", pickle.dumps(keys, protocol=PICKLE_PROTOCOL)))
+        pending.append((b"__len__", pickle.dumps(len(keys), protocol=PICKLE_PROTOCOL)))
+        flush()
+        env.sync()
+    finally:
+        env.close()
+    os.replace(partial, path)
+    Path(f"{partial}-lock").unlink(missing_ok=True)
+    return len(keys)
+
+
+class LmdbReferDataset(Sequence):
+    """The referents of one CRIS.pytorch LMDB file, item ``i`` a `ReferRecord`.
+
+    The environment is opened read-only without locking, once per process (so the dataset can
+    be handed to DataLoader workers).
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"LMDB dataset not found: {self.path}")
+        self._env, self._pid = None, None
+        with self._open().begin() as txn:
+            raw_keys, raw_len = txn.get(b"__keys__"), txn.get(b"__len__")
+        if raw_keys is None or raw_len is None:
+            raise DatasetError(f"{self.path}: no __keys__/__len__ entries; not a CRIS LMDB dataset")
+        self.keys = deserialize(raw_keys, f"{self.path} [__keys__]")
+        length = deserialize(raw_len, f"{self.path} [__len__]")
+        if not isinstance(self.keys, list) or length != len(self.keys):
+            raise DatasetError(f"{self.path}: __len__ ({length!r}) does not match __keys__")
+
+    def _open(self):
+        if self._env is None or self._pid != os.getpid():
+            lmdb = _import_lmdb()
+            try:
+                self._env = lmdb.open(str(self.path), subdir=self.path.is_dir(), readonly=True,
+                                      lock=False, readahead=False, meminit=False)
+            except lmdb.Error as err:
+                raise DatasetError(f"cannot open LMDB dataset {self.path}: {err}") from None
+            self._pid = os.getpid()
+        return self._env
+
+    def close(self) -> None:
+        """Close this process's LMDB environment (reopened on the next read)."""
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_env": None, "_pid": None}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def entry(self, i: int) -> dict:
+        """The decoded entry dict of item ``i`` (fields checked)."""
+        key = self.keys[i]
+        source = f"{self.path} [entry {key!r}]"
+        with self._open().begin() as txn:
+            raw = txn.get(key)
+        if raw is None:
+            raise DatasetError(f"{source} is listed in __keys__ but missing")
+        entry = deserialize(raw, source)
+        if not isinstance(entry, dict) or any(f not in entry for f in REQUIRED_FIELDS):
+            raise DatasetError(f"{source}: expected a dict with {REQUIRED_FIELDS}")
+        return entry
+
+    def __getitem__(self, i: int) -> ReferRecord:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} entries")
+        entry = self.entry(i)
+        source = f"{self.path} [entry {self.keys[i]!r}, {entry.get('img_name', 'image')}]"
+        record = ReferRecord(decode_image(entry["img"], f"{source} img"),
+                             decode_mask(entry["mask"], f"{source} mask"),
+                             [str(s).strip() for s in entry["sents"]], int(entry.get("seg_id", i)))
+        check_record(record, source)
+        return record

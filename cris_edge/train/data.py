@@ -1,0 +1,105 @@
+"""Training data: records -> (image, tokens, mask) batches, deterministic and worker-safe.
+
+Each item's random choices (which sentence) come from ``(seed, epoch, index)``, so a run gives
+the same batches whatever the number of workers or processes, and a resumed run continues
+exactly. A missing or corrupt file is not raised inside a DataLoader worker (which would print
+the worker's stack trace): the worker returns a `LoadFailure` and `check_batch`, in the main
+process, raises a `DatasetError` whose message names the file.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..data.records import DatasetError
+from ..data.sources import open_records
+from ..data.transforms import train_arrays
+from .config import VAL_SEED_OFFSET, RunConfig
+
+
+class LoadFailure(NamedTuple):
+    """A dataset error caught in a worker, carried to the main process."""
+
+    message: str
+
+
+class TrainDataset(Dataset):
+    """Item ``i``: ``(image float32 [3, S, S], tokens int64 [L], mask float32 [1, S, S])`` from
+    ``records[i]`` through the official training transform, or a `LoadFailure`.
+
+    Set ``epoch`` before iterating each epoch: it seeds the sentence choice.
+    """
+
+    def __init__(self, records: Sequence, input_size: int, word_len: int, seed: int = 0):
+        self.records = records
+        self.input_size, self.word_len, self.seed = int(input_size), int(word_len), int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        try:
+            image, tokens, mask = train_arrays(self.records[i], self.input_size, self.word_len, rng)
+        except DatasetError as err:
+            return LoadFailure(str(err))
+        return (torch.from_numpy(image), torch.from_numpy(tokens.astype(np.int64)),
+                torch.from_numpy(mask)[None])
+
+
+def collate(items: list):
+    """Stack items into ``(images, tokens, masks)``, or pass on the first `LoadFailure`."""
+    for item in items:
+        if isinstance(item, LoadFailure):
+            return item
+    return tuple(torch.stack(column) for column in zip(*items))
+
+
+def check_batch(batch):
+    """The batch itself, or a `DatasetError` (raised in the calling process) if loading failed."""
+    if isinstance(batch, LoadFailure):
+        raise DatasetError(batch.message)
+    return batch
+
+
+def make_loader(dataset: TrainDataset, batch_size: int, workers: int, seed: int,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A shuffling loader over this process's shard (``DistributedSampler``, reshuffled by
+    ``sampler.set_epoch``); incomplete last batches are dropped, as in the official recipe.
+
+    Workers are forked each epoch and must not reconfigure OpenCV's threads (``cv2.setNumThreads``
+    in a worker forked after the training process used OpenCV's thread pool waits forever).
+    OpenCV's threading is turned off in this process, as CRIS.pytorch does, so the workers and
+    torch's threads do not compete for the cores (torch already runs one thread per worker)."""
+    cv2.setNumThreads(0)
+    if len(dataset) // world_size < batch_size:
+        raise ValueError(f"{len(dataset)} training samples over {world_size} process(es) do not fill one "
+                         f"batch of {batch_size}; lower train.batch_size or add data")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available())
+
+
+def train_records(run: RunConfig) -> Sequence:
+    """The training records the run config names."""
+    d = run.data
+    return open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
+                        split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
+                        synthetic=d.synthetic)
+
+
+def val_records(run: RunConfig) -> Sequence:
+    """The validation records the run config names (synthetic: ``train.val_samples`` scenes
+    from `VAL_SEED_OFFSET`)."""
+    d = run.data
+    if d.dataset == "synthetic" and d.val_lmdb is None and run.train.val_samples < 1:
+        raise ValueError("synthetic validation needs train.val_samples >= 1 (or train.val_every=0)")
+    return open_records(d.dataset, d.val_split, data_root=d.data_root, lmdb=d.val_lmdb,
+                        split_by=d.split_by, seed_offset=VAL_SEED_OFFSET,
+                        num_samples=run.train.val_samples, synthetic=d.synthetic)

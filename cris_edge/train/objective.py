@@ -1,0 +1,72 @@
+"""The training forward pass: CRIS's BCE loss, an optional Dice loss, and CM-MaskSD's distillation losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import CRIS
+from ..model.cris import text_inputs
+from .config import MaskSDSettings
+from .masksd import distillation_loss, image_guided_word_mask, mask_image, text_guided_patch_mask
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of ``1 - (2 |P.T| + smooth) / (|P| + |T| + smooth)`` with ``P`` the
+    sigmoid of ``logits`` and ``T`` the target, both float ``[B, 1, H, W]``."""
+    prob = torch.sigmoid(logits).flatten(1)
+    target = target.flatten(1)
+    overlap = (prob * target).sum(1)
+    return (1 - (2 * overlap + smooth) / (prob.sum(1) + target.sum(1) + smooth)).mean()
+
+
+class CRISObjective(nn.Module):
+    """The training forward pass as one module (so DDP sees one forward and one backward).
+
+    ``forward(image [B, 3, S, S], tokens int [B, L], mask float [B, 1, S, S])`` ->
+    ``(logits [B, 1, S/4, S/4], losses)``: ``losses["bce"]`` is CRIS's BCE, with
+    ``loss_at="logits"`` on the logits against the mask resized (nearest) to their size, with
+    ``loss_at="input"`` on the logits upsampled to ``S`` (bicubic, ``align_corners=True``, as
+    inference does) against the mask; ``"dice"`` (when ``dice_weight > 0``) is the soft Dice
+    loss on the same pair; with CM-MaskSD, ``"sd_image"`` and ``"sd_text"`` are the
+    distillation losses; ``"loss"`` is the weighted total.
+    """
+
+    def __init__(self, model: CRIS, masksd: MaskSDSettings | None = None, loss_at: str = "logits",
+                 dice_weight: float = 0.0):
+        super().__init__()
+        self.model = model
+        self.masksd = masksd if masksd is not None and masksd.enabled else None
+        self.loss_at = loss_at
+        self.dice_weight = float(dice_weight)
+
+    def forward(self, image: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
+        model = self.model
+        pad_mask, eot_index = text_inputs(tokens)
+        c3, c4, c5 = model.encode_image(image)
+        word, state = model.encode_text(tokens, eot_index)
+        logits = model.head(c3, c4, c5, word, pad_mask, state)
+        if self.loss_at == "input":
+            pred = F.interpolate(logits.float(), mask.shape[-2:], mode="bicubic", align_corners=True)
+            target = mask.float()
+        else:
+            pred, target = logits.float(), F.interpolate(mask, logits.shape[-2:], mode="nearest").float()
+        losses = {"bce": F.binary_cross_entropy_with_logits(pred, target)}
+        total = losses["bce"]
+        if self.dice_weight:
+            losses["dice"] = dice_loss(pred, target)
+            total = total + self.dice_weight * losses["dice"]
+        if self.masksd is None:
+            return logits, {**losses, "loss": total}
+        cfg = self.masksd
+        patches = text_guided_patch_mask(c5, state, cfg.image_ratio)
+        m3, m4, m5 = model.encode_image(mask_image(image, patches))
+        losses["sd_image"] = distillation_loss(model.head(m3, m4, m5, word, pad_mask, state), logits)
+        words = image_guided_word_mask(word, model.backbone.text_projection, c5, tokens, cfg.word_ratio)
+        masked_tokens = tokens.masked_fill(words, 0)
+        masked_pad, _ = text_inputs(masked_tokens)
+        m_word, m_state = model.encode_text(masked_tokens, eot_index)
+        losses["sd_text"] = distillation_loss(model.head(c3, c4, c5, m_word, masked_pad, m_state), logits)
+        total = total + cfg.image_weight * losses["sd_image"] + cfg.text_weight * losses["sd_text"]
+        return logits, {**losses, "loss": total}

@@ -1,0 +1,238 @@
+"""Dataset formats: tiny datasets written in each real format from synthetic scenes, read back.
+
+Refer format (pickled refs + COCO instances with polygons / RLE + JPEG images), the
+CRIS.pytorch LMDB format (ours via cris-prepare, and the official tool's pickle-5 layout), the
+synthetic dataset, the training transform, and errors that name the bad file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import cv2
+import lmdb
+import numpy as np
+import pytest
+import torch
+
+from cris_edge.cli import prepare
+from cris_edge.data.lmdb_store import LmdbReferDataset, make_entry, write_lmdb
+from cris_edge.data.records import DatasetError, load_data_pickle
+from cris_edge.data.refer import ReferDataset, in_split, resolve_dataset
+from cris_edge.data.sources import open_records
+from cris_edge.data.synthetic import SyntheticReferDataset
+from cris_edge.data.transforms import train_arrays
+from cris_edge.runtime.preprocess import preprocess
+from cris_edge.train.data import TrainDataset, check_batch, make_loader
+from dataset_writers import CATEGORY_IDS, SMALL, write_official_lmdb, write_refer
+
+
+def iou(a, b) -> float:
+    a, b = a != 0, b != 0
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+@pytest.fixture(scope="module")
+def refer_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refer")
+    samples = write_refer(root, n=10)
+    return root, samples
+
+
+# ------------------------------------------------------------------------------ refer format
+def test_split_rules_follow_refer():
+    assert in_split("testA", "testA") and in_split("testAB", "testB") and not in_split("testB", "testA")
+    assert in_split("testB", "test") and not in_split("train", "testA") and not in_split("val", "train")
+    assert resolve_dataset("refcocog_g") == ("refcocog", "google")
+    assert resolve_dataset("refcoco") == ("refcoco", "unc")
+    with pytest.raises(ValueError, match="split_by"):
+        resolve_dataset("refcoco", "google")
+
+
+@pytest.mark.parametrize("split", ["train", "val", "testA", "testB"])
+def test_refer_round_trip(refer_root, split):
+    root, samples = refer_root
+    data = ReferDataset(root, "refcoco", split)
+    expected = [i for i in range(len(samples)) if in_split(["train", "val", "testA", "testB", "val"][i % 5], split)]
+    assert [ref["ref_id"] for ref in data.refs] == [10 + i for i in expected]
+    for record, i in zip(data, expected):
+        sample = samples[i]
+        jpeg = cv2.imread(str(root / "images" / "train2014" / f"COCO_train2014_{i:012d}.jpg"))
+        np.testing.assert_array_equal(record.image, jpeg)
+        assert record.mask.dtype == np.uint8 and record.mask.shape == sample.mask.shape
+        assert set(np.unique(record.mask)) <= {0, 1}
+        kind = ("rle", "rle_list", "polygon")[i % 3]
+        if kind == "polygon":  # outer contours through boundary pixel centres (holes filled)
+            filled = np.zeros_like(sample.mask)
+            contours, _ = cv2.findContours(sample.mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+            kernel = np.ones((3, 3), np.uint8)
+            assert not (record.mask & (1 - cv2.dilate(filled, kernel))).any()
+            assert not (cv2.erode(filled, kernel) & (1 - record.mask)).any()
+        else:
+            np.testing.assert_array_equal(record.mask, sample.mask)
+        assert record.sentences == sample.sentences[:3]  # stripped
+        assert record.ref_id == 10 + i
+        assert data.category(expected.index(i)) == CATEGORY_IDS.index(CATEGORY_IDS[i % 4])
+
+
+def test_refer_polygon_union(tmp_path):
+    write_refer(tmp_path, n=1, kinds=("polygon",))
+    instances = json.loads((tmp_path / "refcoco" / "instances.json").read_text())
+    h, w = SMALL.height, SMALL.width
+    instances["annotations"][0]["segmentation"] = [[2, 2, 12, 2, 12, 12, 2, 12], [30, 30, 40, 30, 40, 40, 30, 40]]
+    (tmp_path / "refcoco" / "instances.json").write_text(json.dumps(instances))
+    mask = ReferDataset(tmp_path, "refcoco", "train").mask(0)
+    expected = np.zeros((h, w), np.uint8)
+    expected[2:13, 2:13] = expected[30:41, 30:41] = 1
+    assert iou(mask, expected) > 0.8 and mask[5, 5] == mask[35, 35] == 1 and mask[20, 20] == 0
+
+
+def test_refer_errors_name_the_file(tmp_path):
+    with pytest.raises(DatasetError, match=r"refs\(unc\)\.p"):
+        ReferDataset(tmp_path, "refcoco", "val")
+    write_refer(tmp_path, n=3)
+    (tmp_path / "refcoco" / "instances.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="instances.json"):
+        ReferDataset(tmp_path, "refcoco", "val")
+    write_refer(tmp_path, n=3)
+    image = tmp_path / "images" / "train2014" / "COCO_train2014_000000000001.jpg"
+    image.unlink()
+    data = ReferDataset(tmp_path, "refcoco", "val")
+    with pytest.raises(DatasetError, match=str(image)):
+        data[0]
+    image.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(DatasetError, match=f"corrupt.*{image}"):
+        data[0]
+
+
+def test_refs_pickle_may_not_run_code(tmp_path):
+    write_refer(tmp_path, n=2)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(tmp_path / "refcoco" / "refs(unc).p", "wb") as handle:
+        pickle.dump([Evil()], handle)
+    with pytest.raises(DatasetError, match="refusing to load builtins.print"):
+        ReferDataset(tmp_path, "refcoco", "train")
+    assert load_data_pickle(pickle.dumps({"a": [1, b"x", "é"]}, protocol=2), "x") == {"a": [1, b"x", "é"]}
+
+
+# ------------------------------------------------------------------------------ LMDB format
+def test_prepare_converts_refer_to_lmdb(refer_root, tmp_path):
+    root, _ = refer_root
+    assert prepare.main(["--data-root", str(root), "--dataset", "refcoco", "--output-dir", str(tmp_path),
+                         "--splits", "val", "testA"]) == 0
+    for split in ("val", "testA"):
+        refer = ReferDataset(root, "refcoco", split)
+        stored = LmdbReferDataset(tmp_path / f"{split}.lmdb")
+        assert len(stored) == len(refer)
+        for i in range(len(refer)):
+            a, b = refer[i], stored[i]
+            np.testing.assert_array_equal(a.image, b.image)
+            np.testing.assert_array_equal(a.mask, b.mask)
+            assert a.sentences == b.sentences and a.ref_id == b.ref_id
+            entry = stored.entry(i)
+            assert entry["img"] == refer.image_path(i).read_bytes()  # the file as is
+            assert entry["cat"] == refer.category(i) and entry["num_sents"] == len(a.sentences)
+            assert entry["img_name"] == refer.image_path(i).name
+    env = lmdb.open(str(tmp_path / "val.lmdb"), subdir=False, readonly=True, lock=False)
+    with env.begin() as txn:
+        assert txn.get(b"0")[:2] == b"\x80\x04"  # pickle protocol 4
+        assert pickle.loads(txn.get(b"__len__")) == len(ReferDataset(root, "refcoco", "val"))
+    env.close()
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_reads_official_pickle5_lmdb(tmp_path):
+    samples = [s for s in SyntheticReferDataset(4, 0, SMALL)]
+    write_official_lmdb(tmp_path / "val.lmdb", samples)
+    data = open_records(lmdb=tmp_path / "val.lmdb")
+    assert len(data) == 4
+    for record, sample in zip(data, samples):
+        np.testing.assert_array_equal(record.mask, sample.mask)
+        assert record.sentences == sample.sentences and record.image.shape == sample.image.shape
+
+
+def test_lmdb_errors_name_the_file(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        LmdbReferDataset(tmp_path / "missing.lmdb")
+    sample = SyntheticReferDataset(1, 0, SMALL)[0]
+    ok, jpeg = cv2.imencode(".jpg", sample.image)
+    good = make_entry(jpeg.tobytes(), sample.mask, sample.sentences, 7, 0, "a.jpg")
+    broken = dict(good, img=b"garbage")
+    path = tmp_path / "x.lmdb"
+    write_lmdb(path, [good, broken], progress=False)
+    data = LmdbReferDataset(path)
+    assert data[0].ref_id == 7
+    with pytest.raises(DatasetError, match=rf"{path}.*entry b'1'.*img"):
+        data[1]
+    data.close()
+    env = lmdb.open(str(path), subdir=False, lock=False)
+    with env.begin(write=True) as txn:  # a pyarrow.serialize-style value (no pickle header)
+        txn.put(b"0", b"\x00\x00\x00\x00\x01\x00\x00\x00rest")
+    env.close()
+    with pytest.raises(DatasetError, match="pyarrow"):
+        LmdbReferDataset(path)[0]
+
+
+# ------------------------------------------------------------------------------ training view
+def test_train_arrays_follow_the_official_transform():
+    sample = SyntheticReferDataset(1, 0)[0]
+    image, tokens, mask = train_arrays(sample, 128, 17, np.random.default_rng(0))
+    box = preprocess(sample.image, 128)
+    np.testing.assert_array_equal(image, box.image[0])
+    official = cv2.warpAffine(sample.mask * 255, box.matrix, (128, 128), flags=cv2.INTER_LINEAR,
+                              borderValue=0) / 255.0
+    np.testing.assert_allclose(mask, official, atol=1e-7)
+    assert image.shape == (3, 128, 128) and tokens.shape == (17,) and mask.dtype == np.float32
+    assert tokens[0] == 49406 and 49407 in tokens
+
+
+def test_train_dataset_is_deterministic_per_epoch():
+    data = TrainDataset(SyntheticReferDataset(4, 0, SMALL), 64, 17, seed=3)
+    first = [data[i][1] for i in range(4)]
+    assert all(torch.equal(a, data[i][1]) for i, a in enumerate(first))
+    data.epoch = 1
+    picks = [[data[i][1] for i in range(4)] for data.epoch in range(6)]
+    assert any(not torch.equal(p[0], picks[0][0]) for p in picks[1:])  # sentences vary by epoch
+
+
+def test_loader_reports_missing_file_by_path(refer_root, tmp_path):
+    root, _ = refer_root
+    write_refer(tmp_path, n=10)
+    victim = tmp_path / "images" / "train2014" / "COCO_train2014_000000000000.jpg"
+    victim.unlink()
+    data = TrainDataset(ReferDataset(tmp_path, "refcoco", "train"), 64, 17)
+    loader = make_loader(data, batch_size=2, workers=1, seed=0)
+    with pytest.raises(DatasetError) as info:
+        for batch in loader:
+            check_batch(batch)
+    message = str(info.value)
+    assert str(victim) in message and "Traceback" not in message and "worker" not in message
+
+
+def test_loader_workers_survive_opencv_threads(tmp_path):
+    """Workers are forked every epoch: after OpenCV has run multi-threaded in the training
+    process (validation warps frames), a forked worker must not hang on OpenCV's thread pool."""
+    script = """
+import cv2, numpy as np
+from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset
+from cris_edge.train.data import TrainDataset, check_batch, make_loader
+cv2.setNumThreads(2)
+data = TrainDataset(SyntheticReferDataset(8, 0, SyntheticConfig(height=48, width=64)), 64, 17)
+loader = make_loader(data, batch_size=4, workers=1, seed=0)
+for epoch in range(2):
+    cv2.warpAffine(np.zeros((1024, 1024), np.float32), np.eye(2, 3), (1024, 1024))
+    data.epoch = epoch
+    loader.sampler.set_epoch(epoch)
+    assert sum(1 for batch in loader if check_batch(batch)) == 2
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -1,0 +1,214 @@
+"""Training: config overrides, the official optimiser groups, a short run that learns, exact
+resume, two-process DDP on CPU (gloo), CM-MaskSD's masking and losses, CLI errors.
+
+Runs are tiny (cris_tiny at 64x64 on 48x64 synthetic scenes with large objects, a few dozen
+steps) so the file stays within a minute or two on a busy 2-core machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cris_edge.cli import train as train_cli
+from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset
+from cris_edge.eval.evaluate import evaluate
+from cris_edge.eval.predictor import TorchPredictor
+from cris_edge.model import build_cris, load_cris
+from cris_edge.model.checkpoint import read_file
+from cris_edge.train.config import load_run_config
+from cris_edge.train.data import TrainDataset
+from cris_edge.train.loop import param_groups, train
+from cris_edge.train.masksd import (distillation_loss, image_guided_word_mask, mask_image,
+                                    text_guided_patch_mask)
+from cris_edge.train.objective import CRISObjective, dice_loss
+
+SCENES = {"height": 48, "width": 64, "max_objects": 3, "size_areas": [0.04, 0.1, 0.25]}
+ONE_OBJECT = {**SCENES, "min_objects": 1, "max_objects": 1}
+QUICK = ["input_size=64", "data.dataset=synthetic", f"data.synthetic={SCENES}", "train.batch_size=8",
+         "train.workers=0", "train.val_every=0", "train.base_lr=0.001", "train.lr_multi=1.0",
+         "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0"]  # not the demo recipe
+
+
+def rows(output_dir) -> list[dict]:
+    with open(output_dir / "log.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_overrides_and_sections():
+    run = load_run_config("cris_tiny", ["train.epochs=3", "masksd=true", "masksd.image_ratio=0.5",
+                                        "input_size=128", "data.synthetic={height: 60}", "train.milestones=[2]"])
+    assert run.train.epochs == 3 and run.train.milestones == (2,) and run.model.input_size == 128
+    assert run.masksd.enabled and run.masksd.image_ratio == 0.5 and run.masksd.word_ratio == 0.25
+    assert run.data.synthetic == {"height": 60} and run.name == "cris_tiny"
+    assert load_run_config(run.to_dict()).to_dict() == run.to_dict()  # checkpoints carry it
+    sized = load_run_config("cris_tiny", ["train.sizes={0: 64, 2: 96}"])
+    assert [sized.input_size(e) for e in range(4)] == [64, 64, 96, 96]
+    assert load_run_config("cris_tiny", ["train.sizes={}"]).input_size(3) == 256
+    assert not load_run_config("cris_r50_refcoco").masksd.enabled
+    for bad, message in [("train.epoch=3", "unknown key"), ("nope=1", "unknown key"),
+                         ("train.loss_at=pixels", "loss_at"), ("masksd.image_ratio=1.5", "image_ratio"),
+                         ("train.sizes={0: 100}", "multiples of 32"), ("train.dice_weight=-1", "dice"),
+                         ("epochs", "key=value")]:
+        with pytest.raises(ValueError, match=message):
+            load_run_config("cris_tiny", [bad])
+
+
+def test_official_param_groups_without_the_epoch_one_quirk():
+    model = build_cris("cris_tiny")
+    groups = param_groups(model, base_lr=1e-4, lr_multi=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    backbone = {names[id(p)] for p in groups[0]["params"]}
+    head = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[0]["lr"] == pytest.approx(1e-5) and groups[1]["lr"] == 1e-4  # from the first step
+    assert "backbone.positional_embedding" in head and "backbone.visual.attnpool.positional_embedding" in head
+    assert "backbone.token_embedding.weight" in backbone and "neck.aggr.0.weight" in head
+    assert not {n for n in backbone | head if not n.startswith("backbone.")} & backbone
+    assert backbone | head == set(names.values()) - {"backbone.logit_scale"}
+
+
+def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
+    # One object per scene, the demo recipe's losses: a few dozen steps learn where it is.
+    run = load_run_config("cris_tiny", QUICK + [f"data.synthetic={ONE_OBJECT}", "data.num_samples=80",
+                                                "train.epochs=6", "train.milestones=[5]",
+                                                "train.loss_at=input", "train.dice_weight=1.0"])
+    result = train(run, tmp_path, device="cpu")
+    log = rows(tmp_path)
+    # Baseline: the best constant prediction, the training masks' mean (the BCE is at input size).
+    scenes = SyntheticReferDataset(80, 0, SyntheticConfig(**ONE_OBJECT))
+    data = TrainDataset(scenes, 64, 17)
+    p = float(torch.stack([data[i][2] for i in range(80)]).mean())
+    constant_bce = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    miou = evaluate(TorchPredictor(load_cris(tmp_path / "last.pth")), scenes, range(8), progress=False)
+    whole_frame = np.mean([scenes[i].mask.mean() for i in range(8)])
+    assert float(log[-1]["loss"]) < 0.7 * float(log[0]["loss"])
+    assert float(log[-1]["bce"]) < 0.8 * constant_bce
+    assert miou.summary()["mIoU"] > 2 * whole_frame  # far better than predicting the whole frame
+    assert result.epochs_run == 6 and (tmp_path / "best.pth").is_file()
+
+
+def test_resume_continues_exactly(tmp_path):
+    # dropout 0.1: the resumed run must also continue the random stream exactly
+    overrides = QUICK + ["data.num_samples=24", "train.epochs=2", "train.milestones=[1]", "dropout=0.1"]
+    straight, first = tmp_path / "straight", tmp_path / "resumed"
+    train(load_run_config("cris_tiny", overrides), straight, device="cpu")
+    train(load_run_config("cris_tiny", overrides + ["train.epochs=1"]), first, device="cpu")
+    train(load_run_config("cris_tiny", overrides), first, device="cpu", resume=first / "last.pth")
+    a, b = read_file(straight / "last.pth"), read_file(first / "last.pth")
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    for (_, sa), (_, sb) in zip(sorted(a["optimizer"]["state"].items()), sorted(b["optimizer"]["state"].items())):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["scheduler"] == b["scheduler"]
+    assert [r["loss"] for r in rows(straight)] == [r["loss"] for r in rows(first)]
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    run = load_run_config("cris_tiny", QUICK + ["data.num_samples=8", "train.epochs=1"])
+    train(run, tmp_path, device="cpu")
+    other = load_run_config("cris_tiny", QUICK + ["data.num_samples=8", "word_len=12"])
+    with pytest.raises(ValueError, match="different model config"):
+        train(other, tmp_path / "x", device="cpu", resume=tmp_path / "last.pth")
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "cris_edge.cli.train", "--config", "cris_tiny", *QUICK, "data.num_samples=32",
+           "train.epochs=1", "train.val_every=1", "train.val_samples=2", "--device", "cpu",
+           "--output-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = rows(tmp_path)
+    assert float(row["loss"]) > 0 and row["val_mIoU"] != ""
+    # 32 samples, global batch 8 over 2 processes: 4 steps of 4 samples each
+    assert "4 steps/epoch" in done.stderr
+    assert load_cris(tmp_path / "last.pth").config.input_size == 64
+
+
+# ------------------------------------------------------------------------------ CM-MaskSD
+def test_text_guided_patch_mask_takes_the_most_relevant_cells():
+    state = torch.tensor([[1.0, 0.0]])
+    c5 = torch.zeros(1, 2, 2, 2)
+    c5[0, 0] = torch.tensor([[0.9, 0.1], [0.5, -1.0]])  # channel 0 = agreement with the text
+    c5[0, 1] = 0.3
+    mask = text_guided_patch_mask(c5, state, ratio=0.5)
+    assert mask.tolist() == [[[True, False], [True, False]]]
+    image = torch.ones(1, 3, 64, 64)
+    masked = mask_image(image, mask)
+    assert masked[0, :, :, :32].eq(0).all() and masked[0, :, :, 32:].eq(1).all()
+
+
+def test_image_guided_word_mask_takes_the_most_relevant_words():
+    tokens = torch.tensor([[49406, 10, 11, 12, 13, 49407, 0],   # 4 words
+                           [49406, 20, 49407, 0, 0, 0, 0]])     # 1 word: never masked
+    word = torch.zeros(2, 7, 3)
+    word[0, :, 0] = torch.tensor([5.0, 0.2, 0.9, 0.1, 0.8, 5.0, 5.0])  # SOT/EOT/pad most similar
+    word[:, :, 1] = 0.5
+    word[1, :, 0] = 1.0
+    c5 = torch.zeros(2, 3, 2, 2)
+    c5[:, 0] = 1.0
+    mask = image_guided_word_mask(word, torch.eye(3), c5, tokens, ratio=0.5)
+    assert mask[0].tolist() == [False, False, True, False, True, False, False]
+    assert not mask[1].any()
+
+
+def test_masksd_losses_train_the_shared_weights():
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny", input_size=64)
+    n_params = sum(p.numel() for p in model.parameters())
+    objective = CRISObjective(model, load_run_config("cris_tiny", ["masksd=true"]).masksd)
+    data = TrainDataset(SyntheticReferDataset(4, 0, SyntheticConfig(**SCENES)), 64, 17)
+    image, tokens, mask = (torch.stack(x) for x in zip(*[data[i] for i in range(4)]))
+    logits, losses = objective(image, tokens, mask)
+    assert set(losses) == {"bce", "sd_image", "sd_text", "loss"}
+    assert losses["sd_image"] > 0 and losses["sd_text"] >= 0
+    assert torch.allclose(losses["loss"], losses["bce"] + losses["sd_image"] + losses["sd_text"])
+    losses["sd_image"].backward()
+    assert model.backbone.visual.conv1.weight.grad.abs().sum() > 0  # the image branch trains the backbone
+    assert sum(p.numel() for p in model.parameters()) == n_params    # nothing added to the model
+    x = torch.randn(2, 1, 4, 4)
+    assert distillation_loss(x, x).abs() < 1e-6 and distillation_loss(x + 1, x) > 0
+
+
+def test_loss_options():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    assert dice_loss(40 * (2 * target - 1), target) < 1e-3
+    assert dice_loss(-40 * (2 * target - 1), target) > 0.95
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny", input_size=64)
+    data = TrainDataset(SyntheticReferDataset(2, 0, SyntheticConfig(**SCENES)), 64, 17)
+    image, tokens, mask = (torch.stack(x) for x in zip(*[data[i] for i in range(2)]))
+    logits, at_logits = CRISObjective(model)(image, tokens, mask)
+    _, at_input = CRISObjective(model, loss_at="input", dice_weight=0.5)(image, tokens, mask)
+    expected = F.binary_cross_entropy_with_logits(
+        F.interpolate(logits, (64, 64), mode="bicubic", align_corners=True), mask)
+    assert torch.allclose(at_input["bce"], expected, atol=1e-6)
+    assert not torch.allclose(at_input["bce"], at_logits["bce"])
+    assert torch.allclose(at_input["loss"], at_input["bce"] + 0.5 * at_input["dice"])
+
+
+def test_masksd_run_logs_its_losses(tmp_path):
+    run = load_run_config("cris_tiny", QUICK + ["data.num_samples=16", "train.epochs=1", "masksd=true"])
+    train(run, tmp_path, device="cpu")
+    (row,) = rows(tmp_path)
+    assert float(row["sd_image"]) > 0 and row["sd_text"] != ""
+    assert float(row["loss"]) > float(row["bce"])
+
+
+def test_cli_reports_missing_data_by_path(tmp_path, capsys):
+    code = train_cli.main(["--config", "cris_tiny", "data.dataset=refcoco", f"data.data_root={tmp_path}",
+                           "--output-dir", str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 2 and f"{tmp_path}/refcoco/refs(unc).p" in capsys.readouterr().err
+    assert train_cli.main(["--config", "cris_tiny", "--output-dir", str(tmp_path / "out"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

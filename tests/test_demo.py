@@ -21,7 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from cris_edge import Segmenter
 from cris_edge.cli.demo import main as cris_demo
@@ -31,7 +30,6 @@ from cris_edge.demo.display import Window, no_display_reason
 from cris_edge.demo.prompts import KeyEditor, Prompts, StdinReader, parse_prompts
 from cris_edge.demo.render import ALPHA, colour, draw_hud, draw_masks, hud_lines
 from cris_edge.demo.sources import END, CaptureThread, SourceSpec, VideoSource
-from cris_edge.model import build_cris, save_checkpoint
 from cris_edge.runtime.result import SegmentationResult
 
 FAST_RETRY = (0.01, 0.02)
@@ -57,13 +55,6 @@ def _read_all(source: VideoSource) -> int:
 def video(tmp_path_factory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("video") / "scene.mp4"
     return path, render_video(str(path), num_frames=12, fps=10, seed=3)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_cris("cris_tiny").eval()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
 
 
 @pytest.fixture(scope="module")

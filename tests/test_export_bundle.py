@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from cris_edge.cli.export import main as cris_export
 from cris_edge.export import pipeline
@@ -24,15 +23,7 @@ from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.pipeline import ExportOptions, export_bundle
 from cris_edge.export.staging import staged_directory
 from cris_edge.export.tensorrt_build import engine_unavailable_reason
-from cris_edge.model import build_cris, save_checkpoint
 from cris_edge.tokenizer import VOCAB_FILENAME
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_cris("cris_tiny").eval()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
 
 
 @pytest.fixture(scope="module")

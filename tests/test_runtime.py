@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cris_edge import Segmenter
 from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
@@ -26,7 +25,6 @@ from cris_edge.eval.predictor import TorchPredictor
 from cris_edge.export.bundle import BundleError
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.pipeline import ExportOptions, export_bundle
-from cris_edge.model import build_cris, save_checkpoint
 from cris_edge.runtime.backends.base import BackendUnavailableError
 from cris_edge.runtime.backends.onnxruntime import physical_cores
 from cris_edge.runtime.postprocess import logits_to_prob, mask_iou, prob_to_frame, prob_to_mask
@@ -35,13 +33,6 @@ from cris_edge.runtime.result import STAGES
 from cris_edge.tokenizer import TextTruncatedWarning
 
 PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_cris("cris_tiny").eval()
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..tokenizer import get_tokenizer
-from .backends.base import Pair
+from .backends.base import Backend, Pair
 from .inputs import check_color, check_frame, check_frames, check_texts
 from .result import SegmentationResult
 from .selection import choose, locate, open_backend
@@ -70,10 +70,23 @@ class Segmenter:
         if config is not None and files.is_bundle:
             raise ValueError("config applies to a PyTorch checkpoint; a bundle carries its own")
         name, reason = choose(files, backend, device)
-        self._backend = open_backend(name, files, device, threads, config)
-        self.backend, self.backend_reason = self._backend.name, reason
+        self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size)
         log.info("Segmenter(%s): %s backend, because %s", files.path, self.backend, reason)
-        info = self._backend.info
+
+    @classmethod
+    def from_backend(cls, backend: Backend, reason: str = "given", threshold: Optional[float] = None, *,
+                     text_cache_size: int = 256) -> "Segmenter":
+        """A Segmenter around an already opened `Backend` (a custom or instrumented one, e.g. the
+        benchmarks' PyTorch FP16 and CUDA-graph variants): the same validation, tokenization,
+        text cache, locking and per-stage timings as a Segmenter opened from files."""
+        segmenter = cls.__new__(cls)
+        segmenter._attach(backend, reason, threshold, text_cache_size)
+        return segmenter
+
+    def _attach(self, backend: Backend, reason: str, threshold: Optional[float], text_cache_size: int) -> None:
+        self._backend = backend
+        self.backend, self.backend_reason = backend.name, reason
+        info = backend.info
         self.input_size, self.word_len, self.precision = info.input_size, info.word_len, info.precision
         self.threshold = info.threshold if threshold is None else float(threshold)
         if not 0.0 <= self.threshold < 1.0:

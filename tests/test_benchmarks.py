@@ -1,0 +1,178 @@
+"""``benchmarks/latency.py`` and ``benchmarks/stream.py`` on CPU with tiny settings, through
+their real code paths (subprocesses, the shipped demo model exported once into a temporary
+cache by the real export pipeline): the JSON schema, consistent numbers (percentiles in order,
+FPS = 1000 / mean, stages summing to the total, ratios against the baseline), skipped rows with
+reasons, bad arguments, and the soak's memory-growth check. About 40 s on 2 CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+STAGES = ("preprocess", "text", "visual", "head", "postprocess")
+ROW_KEYS = {"backend", "variant", "precision", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "fps",
+            "iters", "stages", "cached_text", "memory", "sizes", "ratios", "runs_on", "input_size", "word_len"}
+
+
+def _run(script: str, args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CRIS_EDGE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cris_cache")
+
+
+@pytest.fixture(scope="module")
+def latency(cache, tmp_path_factory):
+    """One latency run with no --engine (so the demo model is exported into ``cache`` by the
+    real pipeline, at its native 256: the demo's own bundle, which the stream tests reuse):
+    PyTorch, ONNX Runtime and TensorRT in FP32. Returns (process, JSON, output directory)."""
+    out = tmp_path_factory.mktemp("latency")
+    proc = _run("latency.py", ["--backends", "torch,onnxruntime,tensorrt", "--precisions", "fp32",
+                               "--input-size", "256", "--warmup", "2", "--iters", "5", "--threads", "1",
+                               "--json", str(out / "l.json"), "--markdown", str(out / "l.md"),
+                               "--plot", str(out / "l.png")], cache)
+    assert proc.returncode == 0, proc.stderr
+    return proc, json.loads((out / "l.json").read_text()), out
+
+
+def test_latency_rows_schema_and_consistency(latency):
+    _, result, _ = latency
+    assert {"machine", "versions", "protocol", "model", "baseline", "rows", "skipped", "failed"} <= set(result)
+    assert result["failed"] == []
+    assert [(r["backend"], r["variant"]) for r in result["rows"]][:2] == [("pytorch", "eager"), ("onnxruntime", None)]
+    for row in result["rows"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["precision"] == "fp32" and row["iters"] == 5 and row["input_size"] == 256
+        for timing in (row, row["cached_text"]):
+            assert 0 < timing["min_ms"] <= timing["p50_ms"] <= timing["p90_ms"] <= timing["p99_ms"] <= timing["max_ms"]
+            assert timing["fps"] == pytest.approx(1000.0 / timing["mean_ms"], rel=1e-9)
+            stages = timing["stages"]
+            assert all(stages[s]["mean_ms"] >= 0 for s in STAGES) and stages["visual"]["mean_ms"] > 0
+            assert stages["head"]["mean_ms"] > 0 and stages["other"]["mean_ms"] >= 0
+            assert sum(stages[s]["mean_ms"] for s in (*STAGES, "other")) == pytest.approx(timing["mean_ms"], rel=1e-6)
+            assert sum(stages[s]["mean_ms"] for s in STAGES) >= 0.5 * timing["mean_ms"]
+        # the cache skips the text graph: its stage is a dictionary lookup
+        assert row["cached_text"]["stages"]["text"]["mean_ms"] < row["stages"]["text"]["mean_ms"]
+        memory = row["memory"]
+        assert 0 < memory["rss_before_mib"] <= memory["peak_rss_mib"]
+        assert max(row["sizes"].values()) > 0
+
+
+def test_latency_ratios_against_the_baseline(latency):
+    _, result, _ = latency
+    assert result["baseline"] == {"backend": "pytorch", "variant": "eager", "precision": "fp32"}
+    base = result["rows"][0]
+    assert base["ratios"]["speedup_p50"] == 1.0 and base["ratios"]["fps_ratio"] == 1.0
+    for row in result["rows"][1:]:
+        assert row["ratios"]["speedup_p50"] == pytest.approx(base["p50_ms"] / row["p50_ms"])
+        assert row["ratios"]["speedup_p50_cached"] == pytest.approx(base["cached_text"]["p50_ms"]
+                                                                    / row["cached_text"]["p50_ms"])
+        assert row["ratios"]["fps_ratio"] == pytest.approx(row["fps"] / base["fps"])
+
+
+def test_latency_skips_with_reasons_and_records_the_protocol(latency):
+    proc, result, _ = latency
+    assert "exporting cris_tiny_synthetic.pth (fp32, input 256)" in proc.stderr
+    done = [(r["backend"], r["variant"], r["precision"]) for r in result["rows"] + result["skipped"]]
+    assert len(done) == len(set(done)) == 4
+    assert ("tensorrt", None, "fp32") in done and ("pytorch", "cuda-graph", "fp32") in done
+    assert all(s["reason"].strip() for s in result["skipped"])
+    protocol = result["protocol"]
+    assert protocol["input_size"] == 256 and protocol["word_len"] == 17 and protocol["batch"] == 1
+    assert (protocol["warmup"], protocol["iters"]) == (2, 5) and protocol["official"] is False
+    assert any("416" in d for d in protocol["deviations"]) and "text encoded every iteration" in protocol["p50_ms"]
+
+
+def test_latency_given_bundles(cache, latency, tmp_path):
+    """--engine: precisions without a given bundle are skipped; the baseline still runs (the
+    bundle was exported from the shipped demo model, so its checkpoint is known)."""
+    engine = next((cache / "bundles").iterdir())
+    proc = _run("latency.py", ["--engine", str(engine), "--backends", "onnxruntime", "--precisions", "fp16,int8",
+                               "--warmup", "0", "--iters", "2", "--json", str(tmp_path / "l.json")], cache)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "l.json").read_text())
+    assert [(r["backend"], r["precision"]) for r in result["rows"]] == [("pytorch", "fp32")]
+    reasons = {s["precision"]: s["reason"] for s in result["skipped"]}
+    assert reasons == {"fp16": "no fp16 bundle given (--engine; given: fp32)",
+                       "int8": "no int8 bundle given (--engine; given: fp32)"}
+    assert "skipping onnxruntime fp16: no fp16 bundle given" in proc.stderr
+
+
+def test_latency_markdown_and_plot(latency):
+    proc, result, out = latency
+    table = (out / "l.md").read_text()
+    assert table in proc.stdout
+    assert "| backend | precision | p50 ms |" in table and "Skipped:" in table
+    assert table.count("| pytorch (eager) | fp32 |") == 2  # the latency table and the stage table
+    image = cv2.imread(str(out / "l.png"))
+    assert image is not None and image.shape[0] > 100 and image.shape[1] > 500
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "torch,tpu"], "unknown backend 'tpu'"),
+    (["--precisions", "fp8"], "unknown precision 'fp8'"),
+    (["--engine", "/nonexistent/bundle"], "--engine /nonexistent/bundle: no such bundle directory"),
+    (["--iters", "0"], "--iters >= 1"),
+    (["--input-size", "300"], "multiple of 32"),
+])
+def test_latency_bad_arguments(tmp_path, args, message):
+    proc = _run("latency.py", args, tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_stream_fps_runs(cache, latency, tmp_path):
+    proc = _run("stream.py", ["--prompts", "1,2", "--frames", "6", "--json", str(tmp_path / "s.json"),
+                              "--markdown", str(tmp_path / "s.md")], cache)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert [(r["prompts"], r["text_cache"]) for r in result["runs"]] == [(1, True), (1, False), (2, True), (2, False)]
+    for run in result["runs"]:
+        assert run["frames"] == 6 and len(run["texts"]) == len(set(run["texts"])) == run["prompts"]
+        assert run["fps"] > 0 and run["ms_per_frame"] == pytest.approx(1000.0 / run["fps"])
+        assert set(STAGES) <= set(run["stage_ms"]) and run["rss_mib"] > 0
+    on, off = result["runs"][2], result["runs"][3]
+    assert on["stage_ms"]["text"] < off["stage_ms"]["text"]
+    assert result["soak"] is None and "| 2 | off | 6 |" in (tmp_path / "s.md").read_text()
+
+
+def test_stream_soak_reports_memory(cache, latency, tmp_path):
+    proc = _run("stream.py", ["--soak", "--frames", "30", "--json", str(tmp_path / "soak.json")], cache)
+    result = json.loads((tmp_path / "soak.json").read_text())
+    soak = result["soak"]
+    assert proc.returncode == (1 if soak["problems"] else 0), proc.stderr
+    assert result["runs"] == [] and soak["frames"] == 30
+    samples = soak["samples"]
+    assert [samples[k]["frame"] for k in ("start", "middle", "end")] == [3, 15, 30]
+    assert all(s["rss_mib"] > 0 for s in samples.values())
+    assert soak["rss_growth_pct"] == pytest.approx(
+        100 * (samples["end"]["rss_mib"] - samples["start"]["rss_mib"]) / samples["start"]["rss_mib"])
+
+
+def test_soak_growth_check():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import stream
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    samples = {"start": {"frame": 10, "rss_mib": 100.0, "device_mib": None},
+               "middle": {"frame": 50, "rss_mib": 103.0, "device_mib": None},
+               "end": {"frame": 100, "rss_mib": 106.0, "device_mib": None}}
+    assert stream.growth(samples, "rss_mib") == pytest.approx(6.0)
+    problems = stream.check_growth(samples, 5.0)
+    assert len(problems) == 1 and "resident memory grew 6.0%" in problems[0]
+    assert stream.check_growth(samples, 10.0) == []
+    samples["end"]["rss_mib"] = 104.0
+    assert stream.check_growth(samples, 5.0) == []
+    assert stream.soak_marks(10_000) == {100: "start", 5000: "middle", 10_000: "end"}

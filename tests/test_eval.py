@@ -126,8 +126,10 @@ def test_cli_limit_and_lmdb(tiny_checkpoint, tmp_path):
 
 
 def test_cli_errors(tiny_checkpoint, tmp_path, capsys):
-    assert eval_cli.main(["--engine", "bundles/x"]) == 2
-    assert "needs the cris_edge runtime" in capsys.readouterr().err
+    assert eval_cli.main(["--engine", str(tmp_path / "no_bundle")]) == 2
+    assert "no_bundle" in capsys.readouterr().err
+    assert eval_cli.main(["--engine", str(tmp_path), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "not both" in capsys.readouterr().err
     assert eval_cli.main(["--checkpoint", str(tmp_path / "nope.pth")]) == 2
     assert "nope.pth" in capsys.readouterr().err
     assert eval_cli.main(["--checkpoint", str(tiny_checkpoint), "--dataset", "refcoco",

@@ -297,3 +297,19 @@ def test_a_closed_segmenter_says_so(bundles):
 def test_session_threads_default_to_physical_cores(ort, bundles):
     assert 1 <= physical_cores() and f"{physical_cores()} thread" in ort.backend
     assert Segmenter(bundles["fp32"], threads=1).backend == "onnxruntime (CPUExecutionProvider, 1 thread)"
+
+
+def test_cris_eval_measures_a_bundle_as_its_checkpoint(bundles, checkpoint, tmp_path):
+    from cris_edge.cli import evaluate as eval_cli
+
+    scores = {}
+    for name, model in (("engine", ["--engine", str(bundles["fp32"]), "--backend", "onnxruntime"]),
+                        ("checkpoint", ["--checkpoint", str(checkpoint), "--device", "cpu"])):
+        out = tmp_path / f"{name}.json"
+        assert eval_cli.main([*model, "--dataset", "synthetic", "--num-samples", "4", "--json", str(out)]) == 0
+        scores[name] = json.loads(out.read_text())
+    assert scores["engine"]["samples"] == scores["checkpoint"]["samples"] > 4
+    assert scores["checkpoint"]["mIoU"] > 0
+    for key in ("mIoU", "oIoU"):  # the same model deployed (fp32 ONNX): the same masks up to a few pixels
+        assert abs(scores["engine"][key] - scores["checkpoint"][key]) < 0.01
+

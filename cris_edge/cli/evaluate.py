@@ -6,6 +6,7 @@ resolution) is scored against the referent's mask. Reports mIoU, overall IoU and
     cris-eval --dataset synthetic --num-samples 200               # the shipped demo model
     cris-eval --checkpoint exp/cris_r50/best.pth --split val --data-root datasets
     cris-eval --checkpoint cris_r50.pth --config cris_r50_refcoco --lmdb datasets/lmdb/refcoco/testA.lmdb
+    cris-eval --engine bundles/r50_fp16 --split val --data-root datasets      # a deployed bundle
 """
 
 from __future__ import annotations
@@ -19,11 +20,6 @@ from ..data.records import DatasetError
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
 
-_BUNDLE_MESSAGE = (
-    "evaluating a deployed bundle or engine ({path}) needs the cris_edge runtime (Segmenter), "
-    "which this version does not have yet; evaluate the PyTorch checkpoint with --checkpoint")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cris-eval", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,8 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                                             "default: the shipped demo model")
     model.add_argument("--config", help="config name or path, where the weights cannot tell the "
                                         "architecture (word_len, input_size, num_head)")
-    model.add_argument("--engine", help="a deployed bundle or engine (needs the runtime)")
-    model.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    model.add_argument("--engine", help="a deployed model instead: bundle directory, .engine or .onnx, run "
+                                        "through cris_edge.Segmenter exactly as deployed")
+    model.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
+                       help="with --engine: the runtime backend (default: the best available)")
+    model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     data = parser.add_argument_group("data (defaults from the checkpoint's config)")
     data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes")
     data.add_argument("--split", help="train, val, testA, testB or test (default: val)")
@@ -53,25 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.engine:
-        print("cris-eval: error: " + _BUNDLE_MESSAGE.format(path=args.engine), file=sys.stderr)
+    if args.engine and args.checkpoint:
+        print("cris-eval: error: give --checkpoint or --engine, not both", file=sys.stderr)
         return 2
     if args.limit is not None and args.limit < 1:
         print("cris-eval: error: --limit must be >= 1", file=sys.stderr)
         return 2
-    import torch
-
-    from ..assets import demo_checkpoint
     from ..data.sources import open_records
     from ..eval.evaluate import evaluate
     from ..eval.metrics import PREC_THRESHOLDS
-    from ..eval.predictor import TorchPredictor
 
     try:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        predictor = TorchPredictor.from_checkpoint(checkpoint, args.config, device, batch_size=args.batch_size)
-        saved = dict(predictor.model.config.extra.get("data") or {})
+        model, device, predictor, saved = _predictor(args)
         dataset = args.dataset or saved.get("dataset", "refcoco")
         records = open_records(
             dataset, args.split or saved.get("val_split", "val"),
@@ -82,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         what = (f"LMDB {args.lmdb}" if args.lmdb else
                 f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic"
                 else f"{dataset} {args.split or saved.get('val_split', 'val')}")
-        print(f"cris-eval: {checkpoint} on {what} ({count} referents, {device})", file=sys.stderr)
+        print(f"cris-eval: {model} on {what} ({count} referents, {device})", file=sys.stderr)
         summary = evaluate(predictor, records, range(count)).summary()
-    except (DatasetError, FileNotFoundError, ValueError) as err:
+    except (DatasetError, FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
         print(f"cris-eval: error: {err}", file=sys.stderr)
         return 2
     for key in ("mIoU", "oIoU", *(f"Prec@{t:.1f}" for t in PREC_THRESHOLDS)):
@@ -94,6 +86,27 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _predictor(args):
+    """``(what is measured, where it runs, predictor, the model's saved data settings)``: a
+    deployed model through the runtime's `Segmenter`, or a PyTorch checkpoint (default: the
+    shipped demo model). A bundle carries no data settings: the dataset comes from the flags."""
+    if args.engine:
+        from ..runtime.predictor import SegmenterPredictor
+
+        predictor = SegmenterPredictor.from_engine(args.engine, args.backend, args.device)
+        segmenter = predictor.segmenter
+        return f"{args.engine} ({segmenter.precision})", segmenter.backend, predictor, {}
+    import torch
+
+    from ..assets import demo_checkpoint
+    from ..eval.predictor import TorchPredictor
+
+    checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    predictor = TorchPredictor.from_checkpoint(checkpoint, args.config, device, batch_size=args.batch_size)
+    return checkpoint, device, predictor, dict(predictor.model.config.extra.get("data") or {})
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from cris_edge.data.lmdb_store import LmdbReferDataset, make_entry, write_lmdb
 from cris_edge.data.records import DatasetError, load_data_pickle
 from cris_edge.data.refer import ReferDataset, in_split, resolve_dataset
 from cris_edge.data.sources import open_records
-from cris_edge.data.synthetic import SyntheticReferDataset
-from cris_edge.data.transforms import train_arrays
+from cris_edge.data.synthetic import SyntheticReferDataset, make_scene
+from cris_edge.data.transforms import tokenize_quietly, train_arrays, train_pairs
 from cris_edge.runtime.preprocess import preprocess
 from cris_edge.train.data import TrainDataset, check_batch, make_loader
 from dataset_writers import CATEGORY_IDS, SMALL, write_official_lmdb, write_refer
@@ -192,6 +192,28 @@ def test_train_arrays_follow_the_official_transform():
     np.testing.assert_allclose(mask, official, atol=1e-7)
     assert image.shape == (3, 128, 128) and tokens.shape == (17,) and mask.dtype == np.float32
     assert tokens[0] == 49406 and 49407 in tokens
+
+
+def test_train_pairs_ask_for_different_objects_in_one_image(refer_root):
+    scene = next(s for s in map(make_scene, range(50)) if len(s.referents) >= 3)
+    box = preprocess(scene.image, 64)
+    image, tokens, masks = train_pairs(scene, 64, 17, 5, np.random.default_rng(1))
+    assert image.shape == (3, 64, 64) and tokens.shape == (5, 17) and masks.shape == (5, 64, 64)
+    np.testing.assert_array_equal(image, box.image[0])
+    warped = [cv2.warpAffine(r.mask * 255, box.matrix, (64, 64), flags=cv2.INTER_LINEAR) / 255.0
+              for r in scene.referents]
+    picks = [next(k for k, w in enumerate(warped) if np.allclose(m, w, atol=1e-7)) for m in masks]
+    n = len(scene.referents)
+    assert len(set(picks[:n])) == min(n, 5) and picks[n:] == picks[:5 - n]  # distinct, then again
+    for k, row in zip(picks, tokens):  # each pair's sentence is one of its referent's sentences
+        assert any(np.array_equal(row, tokenize_quietly(t, 17)) for t in scene.referents[k].sentences)
+    root, _ = refer_root  # a one-referent record: its own mask, several sentences
+    record = ReferDataset(root, "refcoco", "train")[0]
+    _, tokens, masks = train_pairs(record, 64, 17, 3, np.random.default_rng(0))
+    assert all(np.array_equal(m, masks[0]) for m in masks) and tokens.shape == (3, 17)
+    data = TrainDataset([scene] * 2, 64, 17, pairs=4)
+    image, tokens, masks = data[0]
+    assert image.shape == (3, 64, 64) and tokens.shape == (4, 17) and masks.shape == (4, 1, 64, 64)
 
 
 def test_train_dataset_is_deterministic_per_epoch():

@@ -20,8 +20,9 @@ import pytest
 
 from cris_edge.data.synthetic import (COLOUR_WORDS, HELD_OUT_SEED_OFFSET, MIN_VISIBLE,
                                       POSITION_MARGIN, SHAPE_WORDS, SIZE_WORDS, SyntheticConfig,
-                                      SyntheticReferDataset, make_sample, render_video,
-                                      scene_frames)
+                                      SyntheticReferDataset, SyntheticSceneDataset,
+                                      make_sample, make_scene, render_video, scene_frames)
+from cris_edge.data.synthetic_scene import draw_objects
 
 N_SAMPLES = 300
 
@@ -300,6 +301,26 @@ def test_dataset_sequence():
         train[4]
     with pytest.raises(TypeError):
         train[1:2]
+
+
+def test_scenes_give_every_referent():
+    counts = collections.Counter()
+    for seed in range(60):
+        scene, sample = make_scene(seed), make_sample(seed)
+        assert np.array_equal(scene.image, sample.image) and scene.objects == sample.objects
+        h, w = scene.image.shape[:2]
+        indices = [r.target_index for r in scene.referents]
+        assert sample.target_index in indices and indices == sorted(set(indices))
+        _, labels = draw_objects(scene.image, scene.objects)
+        for r in scene.referents:
+            assert np.array_equal(r.mask, (labels == r.target_index + 1).astype(np.uint8))
+            assert r.sentences and len(set(r.sentences)) == len(r.sentences)
+            for sentence in r.sentences:
+                assert evaluate(parse(sentence), scene.objects, h, w) == [r.target_index], (seed, sentence)
+        counts[len(scene.referents)] += 1
+    assert sum(n * c for n, c in counts.items()) > 2 * sum(counts.values())  # most scenes: several
+    data = SyntheticSceneDataset(3, seed_offset=5)
+    assert [scene.seed for scene in data] == [5, 6, 7] and len(data[1].referents) == len(make_scene(6).referents)
 
 
 def test_scene_frames_move_smoothly_with_one_expression():

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from cris_edge.cli import train as train_cli
 from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset
+from cris_edge.data.transforms import tokenize_quietly
 from cris_edge.eval.evaluate import evaluate
 from cris_edge.eval.predictor import TorchPredictor
 from cris_edge.model import build_cris, load_cris
@@ -35,7 +36,8 @@ SCENES = {"height": 48, "width": 64, "max_objects": 3, "size_areas": [0.04, 0.1,
 ONE_OBJECT = {**SCENES, "min_objects": 1, "max_objects": 1}
 QUICK = ["input_size=64", "data.dataset=synthetic", f"data.synthetic={SCENES}", "train.batch_size=8",
          "train.workers=0", "train.val_every=0", "train.base_lr=0.001", "train.lr_multi=1.0",
-         "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0"]  # not the demo recipe
+         "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0",
+         "train.pairs_per_image=2"]  # not the demo recipe
 
 
 def rows(output_dir) -> list[dict]:
@@ -85,7 +87,7 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     # Baseline: the best constant prediction, the training masks' mean (the BCE is at input size).
     scenes = SyntheticReferDataset(80, 0, SyntheticConfig(**ONE_OBJECT))
     data = TrainDataset(scenes, 64, 17)
-    p = float(torch.stack([data[i][2] for i in range(80)]).mean())
+    p = float(torch.stack([data[i][2] for i in range(80)]).mean())  # one pair per scene
     constant_bce = -(p * math.log(p) + (1 - p) * math.log(1 - p))
     miou = evaluate(TorchPredictor(load_cris(tmp_path / "last.pth")), scenes, range(8), progress=False)
     whole_frame = np.mean([scenes[i].mask.mean() for i in range(8)])
@@ -180,6 +182,21 @@ def test_masksd_losses_train_the_shared_weights():
     assert distillation_loss(x, x).abs() < 1e-6 and distillation_loss(x + 1, x) > 0
 
 
+def test_pairs_share_the_image_pass():
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny", input_size=64).eval()
+    image = torch.randn(2, 3, 64, 64)
+    tokens = torch.from_numpy(np.stack([tokenize_quietly(t, 17) for t in
+                                        ("the red disk", "the box", "the star on the left", "the ring")]))
+    mask = (torch.rand(4, 1, 64, 64) > 0.8).float()
+    objective = CRISObjective(model, loss_at="input", dice_weight=1.0)
+    grouped, losses = objective(image, tokens.view(2, 2, 17), mask.view(2, 2, 1, 64, 64))
+    flat, flat_losses = objective(image.repeat_interleave(2, 0), tokens, mask)
+    assert grouped.shape == (4, 1, 16, 16)
+    torch.testing.assert_close(grouped, flat, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(losses["loss"], flat_losses["loss"], atol=1e-5, rtol=1e-5)
+
+
 def test_loss_options():
     target = torch.zeros(2, 1, 8, 8)
     target[:, :, 2:6, 2:6] = 1
@@ -192,7 +209,7 @@ def test_loss_options():
     logits, at_logits = CRISObjective(model)(image, tokens, mask)
     _, at_input = CRISObjective(model, loss_at="input", dice_weight=0.5)(image, tokens, mask)
     expected = F.binary_cross_entropy_with_logits(
-        F.interpolate(logits, (64, 64), mode="bicubic", align_corners=True), mask)
+        F.interpolate(logits, (64, 64), mode="bicubic", align_corners=True), mask.flatten(0, 1))
     assert torch.allclose(at_input["bce"], expected, atol=1e-6)
     assert not torch.allclose(at_input["bce"], at_logits["bce"])
     assert torch.allclose(at_input["loss"], at_input["bce"] + 0.5 * at_input["dice"])

@@ -37,7 +37,8 @@ from .synthetic_scene import (SIZES, SceneObject, SyntheticConfig, draw_objects,
 
 __all__ = ["HELD_OUT_SEED_OFFSET", "POSITION_MARGIN", "MIN_VISIBLE", "COLOUR_WORDS",
            "SHAPE_WORDS", "SIZE_WORDS", "SceneObject", "SyntheticConfig", "SyntheticSample",
-           "SyntheticReferDataset", "make_sample", "scene_frames", "render_video"]
+           "SyntheticReferDataset", "SyntheticReferent", "SyntheticScene", "SyntheticSceneDataset",
+           "make_sample", "make_scene", "scene_frames", "render_video"]
 
 #: Held-out evaluation uses seeds ``HELD_OUT_SEED_OFFSET + i``; training uses ``[0, N)``.
 HELD_OUT_SEED_OFFSET = 1_000_000
@@ -220,18 +221,33 @@ def _expressions(k: int, objects: list[SceneObject], grounder: _Grounder, cfg: S
     return [sentences[i] for i in rng.permutation(len(sentences))]
 
 
+def _draw_scene(rng: np.random.Generator, cfg: SyntheticConfig):
+    """One attempt at a scene: ``(image, labels, objects, visible pixel counts, grounder)``, or
+    None when fewer than ``cfg.min_objects`` objects found a place."""
+    background = render_background(rng, cfg.height, cfg.width)
+    objects = sample_objects(rng, cfg)
+    if len(objects) < cfg.min_objects:
+        return None
+    image, labels = draw_objects(background, objects)
+    visible = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
+    return image, labels, objects, visible, _Grounder(objects, cfg)
+
+
+def _attempts(seed: int, cfg: SyntheticConfig):
+    """Yield ``(rng, scene)`` for the drawn scenes of ``seed`` (`_draw_scene`'s tuple), up to 100
+    attempts; then raise: the caller returns as soon as a scene has what it needs."""
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        scene = _draw_scene(rng, cfg)
+        if scene is not None:
+            yield rng, scene
+    raise RuntimeError(f"no valid scene for seed {seed} in 100 tries: is {cfg} too crowded?")
+
+
 def make_sample(seed: int, config: SyntheticConfig | None = None) -> SyntheticSample:
     """The sample for ``seed`` (an int >= 0): the same bytes on every call and machine."""
     cfg = config or SyntheticConfig()
-    rng = np.random.default_rng(seed)
-    for _ in range(100):
-        background = render_background(rng, cfg.height, cfg.width)
-        objects = sample_objects(rng, cfg)
-        if len(objects) < cfg.min_objects:
-            continue
-        image, labels = draw_objects(background, objects)
-        visible = np.bincount(labels.ravel(), minlength=len(objects) + 1)[1:]
-        grounder = _Grounder(objects, cfg)
+    for rng, (image, labels, objects, visible, grounder) in _attempts(seed, cfg):
         for k in (int(i) for i in rng.permutation(len(objects))):
             if visible[k] < MIN_VISIBLE * objects[k].area:
                 continue
@@ -239,15 +255,50 @@ def make_sample(seed: int, config: SyntheticConfig | None = None) -> SyntheticSa
             if sentences:
                 mask = (labels == k + 1).astype(np.uint8)
                 return SyntheticSample(image, mask, sentences, objects[k], objects, seed, k)
-    raise RuntimeError(f"no valid scene for seed {seed} in 100 tries: is {cfg} too crowded?")
 
 
-class SyntheticReferDataset(Sequence):
-    """``num_samples`` samples, item ``i`` = ``make_sample(seed_offset + i, config)``.
+@dataclass
+class SyntheticReferent:
+    """One referent of a :class:`SyntheticScene`: ``mask`` uint8 ``[H, W]`` in {0, 1} (visible
+    pixels), every expression that names it (``sentences``), and its index in ``objects``."""
 
-    A plain sequence (no torch). Training uses ``seed_offset=0``; held-out evaluation uses
-    ``seed_offset=HELD_OUT_SEED_OFFSET``, disjoint from any training set under 1e6 samples.
-    """
+    mask: np.ndarray
+    sentences: list[str]
+    target_index: int
+
+
+@dataclass
+class SyntheticScene:
+    """A scene with *every* object that can be referred to, as a RefCOCO image has several
+    referents: ``image`` uint8 ``[H, W, 3]`` BGR, ``objects`` in drawing order, ``referents``
+    (at least one, in object order) and the ``seed``. Training draws (referent, sentence)
+    pairs from it; evaluation uses :func:`make_sample` (one referent per scene)."""
+
+    image: np.ndarray
+    objects: list[SceneObject]
+    referents: list[SyntheticReferent]
+    seed: int
+
+
+def make_scene(seed: int, config: SyntheticConfig | None = None) -> SyntheticScene:
+    """The scene of ``seed`` with all its referents (the image is :func:`make_sample`'s for
+    the same seed whenever that scene has a referent, which is almost always)."""
+    cfg = config or SyntheticConfig()
+    for rng, (image, labels, objects, visible, grounder) in _attempts(seed, cfg):
+        referents = []
+        for k in range(len(objects)):
+            if visible[k] >= MIN_VISIBLE * objects[k].area:
+                sentences = _expressions(k, objects, grounder, cfg, rng)
+                if sentences:
+                    referents.append(SyntheticReferent((labels == k + 1).astype(np.uint8), sentences, k))
+        if referents:
+            return SyntheticScene(image, objects, referents, seed)
+
+
+class _SeededScenes(Sequence):
+    """``num_samples`` items, item ``i`` made from seed ``seed_offset + i`` (a plain sequence, no
+    torch). Training uses ``seed_offset=0``; held-out evaluation uses
+    ``seed_offset=HELD_OUT_SEED_OFFSET``, disjoint from any training set under 1e6 samples."""
 
     def __init__(self, num_samples: int, seed_offset: int = 0,
                  config: SyntheticConfig | None = None):
@@ -259,12 +310,26 @@ class SyntheticReferDataset(Sequence):
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, i: int) -> SyntheticSample:
+    def __getitem__(self, i: int):
         if not isinstance(i, (int, np.integer)):
             raise TypeError(f"index must be an int, got {type(i).__name__}")
         if not -self.num_samples <= i < self.num_samples:
             raise IndexError(f"index {i} out of range for {self.num_samples} samples")
-        return make_sample(self.seed_offset + int(i) % self.num_samples, self.config)
+        return self._make(self.seed_offset + int(i) % self.num_samples, self.config)
+
+
+class SyntheticReferDataset(_SeededScenes):
+    """Item ``i`` = ``make_sample(seed_offset + i, config)``: one referent per scene (the
+    records `cris-eval` measures)."""
+
+    _make = staticmethod(make_sample)
+
+
+class SyntheticSceneDataset(_SeededScenes):
+    """Item ``i`` = ``make_scene(seed_offset + i, config)``: every referent of the scene (the
+    records `cris-train` learns from)."""
+
+    _make = staticmethod(make_scene)
 
 
 def _bounce(p: float, lo: float, hi: float) -> float:

@@ -4,7 +4,8 @@ The image goes through the runtime's letterbox pre-processing (BGR -> RGB, affin
 ``cv2.INTER_CUBIC`` and the CLIP-mean border, CLIP normalisation), which is bit-exact with
 CRIS.pytorch; the mask is warped by the same matrix as a 0/255 image with
 ``cv2.INTER_LINEAR`` (border 0) and divided by 255, and one sentence is drawn at random, as
-CRIS.pytorch's ``RefDataset`` does in train mode. Evaluation uses records as they are
+CRIS.pytorch's ``RefDataset`` does in train mode; `train_pairs` draws several (referent,
+sentence) pairs for one image, so the backbone runs once for all of them. Evaluation uses records as they are
 (original image, every sentence, original-size mask).
 """
 
@@ -28,12 +29,37 @@ def tokenize_quietly(sentence: str, word_len: int) -> np.ndarray:
         return get_tokenizer().batch(sentence, word_len, truncate=True).tokens[0]
 
 
+def train_pairs(record: Record, input_size: int, word_len: int, pairs: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(image float32 [3, S, S], tokens int32 [pairs, word_len], masks float32 [pairs, S, S]
+    in [0, 1])``: one image and ``pairs`` (referent, sentence) pairs drawn by ``rng``, with
+    ``S = input_size``.
+
+    A record with ``referents`` (a synthetic scene) gives distinct referents while there are
+    enough (a random order, repeated when ``pairs`` exceeds their number), so one batch asks
+    for different objects in the same image; a one-referent record (refer, LMDB) gives its own
+    mask with ``pairs`` sentences. Each pair's sentence is drawn uniformly, as CRIS.pytorch's
+    ``RefDataset`` draws one in train mode.
+    """
+    box = preprocess(record.image, input_size)
+    referents = getattr(record, "referents", None) or [record]
+    order = rng.permutation(len(referents)) if len(referents) > 1 else [0]
+    tokens, masks, warped = [], [], {}
+    for j in range(pairs):
+        k = int(order[j % len(referents)])
+        if k not in warped:
+            mask = cv2.warpAffine(referents[k].mask.astype(np.uint8) * 255, box.matrix,
+                                  (input_size, input_size), flags=cv2.INTER_LINEAR, borderValue=0)
+            warped[k] = mask.astype(np.float32) / 255.0
+        sentences = referents[k].sentences
+        tokens.append(tokenize_quietly(sentences[int(rng.integers(len(sentences)))], word_len))
+        masks.append(warped[k])
+    return box.image[0], np.stack(tokens), np.stack(masks)
+
+
 def train_arrays(record: Record, input_size: int, word_len: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(image float32 [3, S, S], tokens int32 [word_len], mask float32 [S, S] in [0, 1])``
-    for one record, with ``S = input_size`` and a sentence drawn by ``rng``."""
-    box = preprocess(record.image, input_size)
-    mask = cv2.warpAffine(record.mask.astype(np.uint8) * 255, box.matrix, (input_size, input_size),
-                          flags=cv2.INTER_LINEAR, borderValue=0)
-    sentence = record.sentences[int(rng.integers(len(record.sentences)))]
-    return box.image[0], tokenize_quietly(sentence, word_len), mask.astype(np.float32) / 255.0
+    """``(image float32 [3, S, S], tokens int32 [word_len], mask float32 [S, S] in [0, 1])``:
+    :func:`train_pairs` with one pair."""
+    image, tokens, masks = train_pairs(record, input_size, word_len, 1, rng)
+    return image, tokens[0], masks[0]

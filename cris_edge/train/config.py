@@ -41,6 +41,11 @@ class TrainSettings:
     small objects lose less to the 4x coarser grid). ``dice_weight``: weight of a soft Dice
     loss added to the BCE at the same resolution (0: official, BCE only); it keeps small
     referents from drowning in the background pixels.
+    ``pairs_per_image``: (referent, sentence) pairs trained per image and step, the backbone
+    run once for all of them (1: official); a synthetic scene gives distinct referents, so the
+    same image is asked for different objects in one step; a refer/LMDB record gives several
+    sentences of its referent. The batch is ``batch_size`` images, ``batch_size *
+    pairs_per_image`` pairs.
     ``sizes``: progressive resizing, ``{first_epoch: input_size}`` (``{0: 128, 12: 256}``
     trains epochs 1-12 at 128 and the rest at 256); empty: the model's ``input_size``
     throughout. The weights do not depend on the input size; validation and the saved config
@@ -63,6 +68,7 @@ class TrainSettings:
     val_samples: int = 0
     loss_at: str = "logits"
     dice_weight: float = 0.0
+    pairs_per_image: int = 1
     sizes: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -74,7 +80,7 @@ class TrainSettings:
             raise ValueError(f"train.sizes maps first epochs (>= 0) to input sizes (multiples of 32), got {self.sizes}")
         if float(self.dice_weight) < 0:
             raise ValueError(f"train.dice_weight must be >= 0, got {self.dice_weight}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "pairs_per_image"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("workers", "val_every", "val_samples", "seed"):

@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.records import DatasetError
-from ..data.sources import open_records
-from ..data.transforms import train_arrays
+from ..data.sources import open_records, synthetic_config
+from ..data.synthetic import SyntheticSceneDataset
+from ..data.transforms import train_pairs
 from .config import VAL_SEED_OFFSET, RunConfig
 
 
@@ -29,15 +30,17 @@ class LoadFailure(NamedTuple):
 
 
 class TrainDataset(Dataset):
-    """Item ``i``: ``(image float32 [3, S, S], tokens int64 [L], mask float32 [1, S, S])`` from
-    ``records[i]`` through the official training transform, or a `LoadFailure`.
+    """Item ``i``: ``(image float32 [3, S, S], tokens int64 [K, L], masks float32 [K, 1, S, S])``
+    from ``records[i]`` through the official training transform with ``K = pairs`` (referent,
+    sentence) pairs (`train_pairs`), or a `LoadFailure`.
 
-    Set ``epoch`` before iterating each epoch: it seeds the sentence choice.
+    Set ``epoch`` before iterating each epoch: it seeds the choice of pairs.
     """
 
-    def __init__(self, records: Sequence, input_size: int, word_len: int, seed: int = 0):
+    def __init__(self, records: Sequence, input_size: int, word_len: int, seed: int = 0, pairs: int = 1):
         self.records = records
         self.input_size, self.word_len, self.seed = int(input_size), int(word_len), int(seed)
+        self.pairs = int(pairs)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -46,11 +49,12 @@ class TrainDataset(Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         try:
-            image, tokens, mask = train_arrays(self.records[i], self.input_size, self.word_len, rng)
+            image, tokens, masks = train_pairs(self.records[i], self.input_size, self.word_len,
+                                               self.pairs, rng)
         except DatasetError as err:
             return LoadFailure(str(err))
         return (torch.from_numpy(image), torch.from_numpy(tokens.astype(np.int64)),
-                torch.from_numpy(mask)[None])
+                torch.from_numpy(masks)[:, None])
 
 
 def collate(items: list):
@@ -87,8 +91,11 @@ def make_loader(dataset: TrainDataset, batch_size: int, workers: int, seed: int,
 
 
 def train_records(run: RunConfig) -> Sequence:
-    """The training records the run config names."""
+    """The training records the run config names: synthetic training uses whole scenes (every
+    referent, `SyntheticSceneDataset`), as a RefCOCO image has several referents."""
     d = run.data
+    if d.dataset == "synthetic" and d.train_lmdb is None:
+        return SyntheticSceneDataset(d.num_samples, 0, synthetic_config(d.synthetic))
     return open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
                         split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
                         synthetic=d.synthetic)

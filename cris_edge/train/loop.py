@@ -139,8 +139,9 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             raise ValueError(f"train.batch_size ({t.batch_size}) must divide by the {env.world_size} processes")
         model = _build_model(run, clip_weights)
         objective = distributed.wrap_model(CRISObjective(model, run.masksd, t.loss_at, t.dice_weight), env)
+        # fused: one kernel per parameter group instead of a dozen per tensor (the same update)
         optimizer = torch.optim.Adam(param_groups(model, t.base_lr, t.lr_multi), lr=t.base_lr,
-                                     weight_decay=t.weight_decay)
+                                     weight_decay=t.weight_decay, fused=env.device.type in ("cpu", "cuda"))
         scheduler = MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.lr_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=t.amp and env.device.type == "cuda")
         start_epoch, best = 0, -float("inf")
@@ -151,7 +152,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, best = int(state["epoch"]), float(state["best_metric"])
-        dataset = TrainDataset(train_records(run), run.model.input_size, run.model.word_len, t.seed)
+        dataset = TrainDataset(train_records(run), run.model.input_size, run.model.word_len, t.seed,
+                               t.pairs_per_image)
         loader = make_loader(dataset, t.batch_size // env.world_size, t.workers, t.seed,
                              env.rank, env.world_size)
         validation = val_records(run) if t.val_every else None

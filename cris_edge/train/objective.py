@@ -24,8 +24,9 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
 class CRISObjective(nn.Module):
     """The training forward pass as one module (so DDP sees one forward and one backward).
 
-    ``forward(image [B, 3, S, S], tokens int [B, L], mask float [B, 1, S, S])`` ->
-    ``(logits [B, 1, S/4, S/4], losses)``: ``losses["bce"]`` is CRIS's BCE, with
+    ``forward(image [B, 3, S, S], tokens int [B, K, L], mask float [B, K, 1, S, S])`` ->
+    ``(logits [B*K, 1, S/4, S/4], losses)``: K (referent, sentence) pairs per image, the
+    backbone run once per image (``tokens [B, L]`` and ``mask [B, 1, S, S]`` mean K = 1); ``losses["bce"]`` is CRIS's BCE, with
     ``loss_at="logits"`` on the logits against the mask resized (nearest) to their size, with
     ``loss_at="input"`` on the logits upsampled to ``S`` (bicubic, ``align_corners=True``, as
     inference does) against the mask; ``"dice"`` (when ``dice_weight > 0``) is the soft Dice
@@ -43,8 +44,12 @@ class CRISObjective(nn.Module):
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor):
         model = self.model
+        pairs = tokens.shape[1] if tokens.dim() == 3 else 1
+        tokens, mask = tokens.flatten(0, tokens.dim() - 2), mask.flatten(0, mask.dim() - 4)
         pad_mask, eot_index = text_inputs(tokens)
         c3, c4, c5 = model.encode_image(image)
+        if pairs > 1:
+            c3, c4, c5 = (c.repeat_interleave(pairs, 0) for c in (c3, c4, c5))
         word, state = model.encode_text(tokens, eot_index)
         logits = model.head(c3, c4, c5, word, pad_mask, state)
         if self.loss_at == "input":
@@ -61,7 +66,8 @@ class CRISObjective(nn.Module):
             return logits, {**losses, "loss": total}
         cfg = self.masksd
         patches = text_guided_patch_mask(c5, state, cfg.image_ratio)
-        m3, m4, m5 = model.encode_image(mask_image(image, patches))
+        m3, m4, m5 = model.encode_image(mask_image(image.repeat_interleave(pairs, 0) if pairs > 1 else image,
+                                                   patches))
         losses["sd_image"] = distillation_loss(model.head(m3, m4, m5, word, pad_mask, state), logits)
         words = image_guided_word_mask(word, model.backbone.text_projection, c5, tokens, cfg.word_ratio)
         masked_tokens = tokens.masked_fill(words, 0)

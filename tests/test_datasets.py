@@ -11,6 +11,7 @@ import json
 import pickle
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import lmdb
@@ -24,6 +25,7 @@ from cris_edge.data.records import DatasetError, load_data_pickle
 from cris_edge.data.refer import ReferDataset, in_split, resolve_dataset
 from cris_edge.data.sources import open_records
 from cris_edge.data.synthetic import SyntheticReferDataset, make_scene
+from cris_edge.data.synthetic_scene import COLOURS, SHAPES
 from cris_edge.data.transforms import tokenize_quietly, train_arrays, train_pairs
 from cris_edge.runtime.preprocess import preprocess
 from cris_edge.train.data import TrainDataset, check_batch, make_loader
@@ -164,12 +166,12 @@ def test_lmdb_errors_name_the_file(tmp_path):
         LmdbReferDataset(tmp_path / "missing.lmdb")
     sample = SyntheticReferDataset(1, 0, SMALL)[0]
     ok, jpeg = cv2.imencode(".jpg", sample.image)
-    good = make_entry(jpeg.tobytes(), sample.mask, sample.sentences, 7, 0, "a.jpg")
+    good = make_entry(jpeg.tobytes(), sample.mask, sample.sentences, 7, 5, "a.jpg")
     broken = dict(good, img=b"garbage")
     path = tmp_path / "x.lmdb"
     write_lmdb(path, [good, broken], progress=False)
     data = LmdbReferDataset(path)
-    assert data[0].ref_id == 7
+    assert data[0].ref_id == 7 and data[0].category == 5
     with pytest.raises(DatasetError, match=rf"{path}.*entry b'1'.*img"):
         data[1]
     data.close()
@@ -197,7 +199,7 @@ def test_train_arrays_follow_the_official_transform():
 def test_train_pairs_ask_for_different_objects_in_one_image(refer_root):
     scene = next(s for s in map(make_scene, range(50)) if len(s.referents) >= 3)
     box = preprocess(scene.image, 64)
-    image, tokens, masks = train_pairs(scene, 64, 17, 5, np.random.default_rng(1))
+    image, tokens, masks, categories = train_pairs(scene, 64, 17, 5, np.random.default_rng(1))
     assert image.shape == (3, 64, 64) and tokens.shape == (5, 17) and masks.shape == (5, 64, 64)
     np.testing.assert_array_equal(image, box.image[0])
     warped = [cv2.warpAffine(r.mask * 255, box.matrix, (64, 64), flags=cv2.INTER_LINEAR) / 255.0
@@ -207,13 +209,23 @@ def test_train_pairs_ask_for_different_objects_in_one_image(refer_root):
     assert len(set(picks[:n])) == min(n, 5) and picks[n:] == picks[:5 - n]  # distinct, then again
     for k, row in zip(picks, tokens):  # each pair's sentence is one of its referent's sentences
         assert any(np.array_equal(row, tokenize_quietly(t, 17)) for t in scene.referents[k].sentences)
-    root, _ = refer_root  # a one-referent record: its own mask, several sentences
-    record = ReferDataset(root, "refcoco", "train")[0]
-    _, tokens, masks = train_pairs(record, 64, 17, 3, np.random.default_rng(0))
+    # each pair's category is its referent's (shape, colour)
+    named = [(SHAPES[c // len(COLOURS)], list(COLOURS)[c % len(COLOURS)]) for c in categories]
+    targets = [scene.objects[scene.referents[k].target_index] for k in picks]
+    assert named == [(o.shape, o.colour) for o in targets]
+    root, _ = refer_root  # a one-referent record: its own mask, several sentences, its category
+    refer = ReferDataset(root, "refcoco", "train")
+    record = refer[0]
+    _, tokens, masks, categories = train_pairs(record, 64, 17, 3, np.random.default_rng(0))
     assert all(np.array_equal(m, masks[0]) for m in masks) and tokens.shape == (3, 17)
+    assert record.category == refer.category(0) and categories.tolist() == [record.category] * 3
+    _, _, _, unknown = train_pairs(SimpleNamespace(image=record.image, mask=record.mask,
+                                                   sentences=["a"]), 64, 17, 2, np.random.default_rng(0))
+    assert unknown.tolist() == [-1, -1]  # a record without a category
     data = TrainDataset([scene] * 2, 64, 17, pairs=4)
-    image, tokens, masks = data[0]
+    image, tokens, masks, categories = data[0]
     assert image.shape == (3, 64, 64) and tokens.shape == (4, 17) and masks.shape == (4, 1, 64, 64)
+    assert categories.dtype == torch.int64 and categories.shape == (4,)
 
 
 def test_train_dataset_is_deterministic_per_epoch():

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cris_edge.cli import train as train_cli
-from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset
+from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset, SyntheticSceneDataset
 from cris_edge.data.transforms import tokenize_quietly
 from cris_edge.eval.evaluate import evaluate
 from cris_edge.eval.predictor import TorchPredictor
@@ -30,14 +30,14 @@ from cris_edge.train.data import TrainDataset
 from cris_edge.train.loop import param_groups, train
 from cris_edge.train.masksd import (distillation_loss, image_guided_word_mask, mask_image,
                                     text_guided_patch_mask)
-from cris_edge.train.objective import CRISObjective, dice_loss
+from cris_edge.train.objective import CategoryLoss, CRISObjective, dice_loss, masked_average
 
 SCENES = {"height": 48, "width": 64, "max_objects": 3, "size_areas": [0.04, 0.1, 0.25]}
 ONE_OBJECT = {**SCENES, "min_objects": 1, "max_objects": 1}
 QUICK = ["input_size=64", "data.dataset=synthetic", f"data.synthetic={SCENES}", "train.batch_size=8",
          "train.workers=0", "train.val_every=0", "train.base_lr=0.001", "train.lr_multi=1.0",
          "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0",
-         "train.pairs_per_image=2"]  # not the demo recipe
+         "train.pairs_per_image=2", "train.category_weight=0"]  # not the demo recipe
 
 
 def rows(output_dir) -> list[dict]:
@@ -97,9 +97,10 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     assert result.epochs_run == 6 and (tmp_path / "best.pth").is_file()
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"]], ids=["plain", "category-loss"])
+def test_resume_continues_exactly(tmp_path, extra):
     # dropout 0.1: the resumed run must also continue the random stream exactly
-    overrides = QUICK + ["data.num_samples=24", "train.epochs=2", "train.milestones=[1]", "dropout=0.1"]
+    overrides = QUICK + ["data.num_samples=24", "train.epochs=2", "train.milestones=[1]", "dropout=0.1"] + extra
     straight, first = tmp_path / "straight", tmp_path / "resumed"
     train(load_run_config("cris_tiny", overrides), straight, device="cpu")
     train(load_run_config("cris_tiny", overrides + ["train.epochs=1"]), first, device="cpu")
@@ -108,6 +109,9 @@ def test_resume_continues_exactly(tmp_path):
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
+    assert ("category_loss" in a) == bool(extra)  # the classifier is saved beside the model
+    for key, value in a.get("category_loss", {}).items():
+        assert torch.equal(value, b["category_loss"][key]), key
     for (_, sa), (_, sb) in zip(sorted(a["optimizer"]["state"].items()), sorted(b["optimizer"]["state"].items())):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["scheduler"] == b["scheduler"]
@@ -170,7 +174,7 @@ def test_masksd_losses_train_the_shared_weights():
     n_params = sum(p.numel() for p in model.parameters())
     objective = CRISObjective(model, load_run_config("cris_tiny", ["masksd=true"]).masksd)
     data = TrainDataset(SyntheticReferDataset(4, 0, SyntheticConfig(**SCENES)), 64, 17)
-    image, tokens, mask = (torch.stack(x) for x in zip(*[data[i] for i in range(4)]))
+    image, tokens, mask, _ = (torch.stack(x) for x in zip(*[data[i] for i in range(4)]))
     logits, losses = objective(image, tokens, mask)
     assert set(losses) == {"bce", "sd_image", "sd_text", "loss"}
     assert losses["sd_image"] > 0 and losses["sd_text"] >= 0
@@ -197,6 +201,47 @@ def test_pairs_share_the_image_pass():
     torch.testing.assert_close(losses["loss"], flat_losses["loss"], atol=1e-5, rtol=1e-5)
 
 
+def test_masked_average_and_category_loss():
+    features = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, :, :4, :4] = 1      # the top-left 2x2 cells of the 4x4 map
+    mask[1, :, 6:, 6:] = 1      # the bottom-right cell
+    pooled = masked_average(features, mask)
+    torch.testing.assert_close(pooled[0], features[0, :, :2, :2].mean((1, 2)))
+    torch.testing.assert_close(pooled[1], features[1, :, 3, 3])
+    assert masked_average(features, torch.zeros(2, 1, 8, 8)).abs().sum() == 0
+    torch.manual_seed(0)
+    loss = CategoryLoss(3, 5, 7)
+    c3, c4 = torch.randn(3, 3, 8, 8), torch.randn(3, 5, 4, 4)
+    mask = (torch.rand(3, 1, 32, 32) > 0.5).float()
+    category = torch.tensor([2, -1, 6])
+    logits = loss.classifier(torch.cat([masked_average(c3, mask), masked_average(c4, mask)], 1))
+    expected = F.cross_entropy(logits[[0, 2]], category[[0, 2]])   # -1 is ignored
+    torch.testing.assert_close(loss(c3, c4, mask, category), expected)
+    none = loss(c3, c4, mask, torch.full((3,), -1))
+    assert none == 0 and none.requires_grad
+    with pytest.raises(ValueError, match="num_categories"):
+        loss(c3, c4, mask, torch.tensor([0, 1, 7]))
+
+
+def test_category_loss_trains_the_backbone_and_adds_nothing_to_the_model():
+    torch.manual_seed(0)
+    model = build_cris("cris_tiny", input_size=64)
+    keys = set(model.state_dict())
+    objective = CRISObjective(model, category_weight=0.5, num_categories=49)
+    data = TrainDataset(SyntheticSceneDataset(2, 0, SyntheticConfig(**SCENES)), 64, 17, pairs=2)
+    image, tokens, mask, category = (torch.stack(x) for x in zip(*[data[i] for i in range(2)]))
+    assert ((category >= 0) & (category < 49)).all()
+    _, losses = objective(image, tokens, mask, category)
+    assert set(losses) == {"bce", "category", "loss"} and losses["category"] > 0
+    torch.testing.assert_close(losses["loss"], losses["bce"] + 0.5 * losses["category"])
+    losses["category"].backward()
+    assert model.backbone.visual.conv1.weight.grad.abs().sum() > 0
+    assert set(model.state_dict()) == keys  # the classifier lives in the objective, not the model
+    with pytest.raises(ValueError, match="category"):
+        objective(image, tokens, mask)
+
+
 def test_loss_options():
     target = torch.zeros(2, 1, 8, 8)
     target[:, :, 2:6, 2:6] = 1
@@ -205,7 +250,7 @@ def test_loss_options():
     torch.manual_seed(0)
     model = build_cris("cris_tiny", input_size=64)
     data = TrainDataset(SyntheticReferDataset(2, 0, SyntheticConfig(**SCENES)), 64, 17)
-    image, tokens, mask = (torch.stack(x) for x in zip(*[data[i] for i in range(2)]))
+    image, tokens, mask, _ = (torch.stack(x) for x in zip(*[data[i] for i in range(2)]))
     logits, at_logits = CRISObjective(model)(image, tokens, mask)
     _, at_input = CRISObjective(model, loss_at="input", dice_weight=0.5)(image, tokens, mask)
     expected = F.binary_cross_entropy_with_logits(

@@ -180,6 +180,7 @@ class LmdbReferDataset(Sequence):
         source = f"{self.path} [entry {self.keys[i]!r}, {entry.get('img_name', 'image')}]"
         record = ReferRecord(decode_image(entry["img"], f"{source} img"),
                              decode_mask(entry["mask"], f"{source} mask"),
-                             [str(s).strip() for s in entry["sents"]], int(entry.get("seg_id", i)))
+                             [str(s).strip() for s in entry["sents"]], int(entry.get("seg_id", i)),
+                             int(entry.get("cat", -1)))
         check_record(record, source)
         return record

@@ -44,12 +44,15 @@ class ReferRecord:
         mask: uint8 ``[H, W]`` in {0, 1}, the referent's pixels.
         sentences: the referring expressions, in dataset order.
         ref_id: the dataset's id of the referent (``seg_id`` in CRIS.pytorch's LMDB).
+        category: the referent's category as a contiguous index (0..79 for COCO, ``cat`` in
+            CRIS.pytorch's LMDB), -1 where unknown.
     """
 
     image: np.ndarray
     mask: np.ndarray
     sentences: list[str]
     ref_id: int
+    category: int = -1
 
 
 def read_bytes(path: PathLike, what: str = "file") -> bytes:

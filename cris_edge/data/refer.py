@@ -162,4 +162,4 @@ class ReferDataset(Sequence):
         if mask.shape != image.shape[:2]:
             raise DatasetError(f"{path}: image is {image.shape[:2]} but {self.instances_path} "
                                f"says {mask.shape}")
-        return ReferRecord(image, mask, self.sentences(i), int(self.refs[i]["ref_id"]))
+        return ReferRecord(image, mask, self.sentences(i), int(self.refs[i]["ref_id"]), self.category(i))

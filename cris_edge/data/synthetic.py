@@ -32,7 +32,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .synthetic_scene import (SIZES, SceneObject, SyntheticConfig, draw_objects, make_object,
+from .synthetic_scene import (COLOURS, SHAPES, SIZES, SceneObject, SyntheticConfig, draw_objects, make_object,
                               render_background, sample_objects)
 
 __all__ = ["HELD_OUT_SEED_OFFSET", "POSITION_MARGIN", "MIN_VISIBLE", "COLOUR_WORDS",
@@ -100,6 +100,22 @@ class SyntheticSample:
     objects: list[SceneObject]
     seed: int
     target_index: int
+
+    @property
+    def category(self) -> int:
+        """The target's category (`object_category`)."""
+        return object_category(self.target)
+
+
+#: Synthetic categories: one per (shape, colour) pair.
+NUM_CATEGORIES = len(SHAPES) * len(COLOURS)
+
+
+def object_category(obj: SceneObject) -> int:
+    """An object's category, ``shape index * 7 + colour index`` (:data:`SHAPES`, ``COLOURS``
+    order): what the object is, the way a COCO category says what a referent is; size and
+    position are left out, being relative."""
+    return SHAPES.index(obj.shape) * len(COLOURS) + list(COLOURS).index(obj.colour)
 
 
 class _Phrase(NamedTuple):
@@ -260,11 +276,13 @@ def make_sample(seed: int, config: SyntheticConfig | None = None) -> SyntheticSa
 @dataclass
 class SyntheticReferent:
     """One referent of a :class:`SyntheticScene`: ``mask`` uint8 ``[H, W]`` in {0, 1} (visible
-    pixels), every expression that names it (``sentences``), and its index in ``objects``."""
+    pixels), every expression that names it (``sentences``), its index in ``objects`` and its
+    category (`object_category`)."""
 
     mask: np.ndarray
     sentences: list[str]
     target_index: int
+    category: int
 
 
 @dataclass
@@ -290,7 +308,8 @@ def make_scene(seed: int, config: SyntheticConfig | None = None) -> SyntheticSce
             if visible[k] >= MIN_VISIBLE * objects[k].area:
                 sentences = _expressions(k, objects, grounder, cfg, rng)
                 if sentences:
-                    referents.append(SyntheticReferent((labels == k + 1).astype(np.uint8), sentences, k))
+                    referents.append(SyntheticReferent((labels == k + 1).astype(np.uint8), sentences, k,
+                                                       object_category(objects[k])))
         if referents:
             return SyntheticScene(image, objects, referents, seed)
 

@@ -30,10 +30,11 @@ def tokenize_quietly(sentence: str, word_len: int) -> np.ndarray:
 
 
 def train_pairs(record: Record, input_size: int, word_len: int, pairs: int, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(image float32 [3, S, S], tokens int32 [pairs, word_len], masks float32 [pairs, S, S]
-    in [0, 1])``: one image and ``pairs`` (referent, sentence) pairs drawn by ``rng``, with
-    ``S = input_size``.
+    in [0, 1], categories int64 [pairs])``: one image and ``pairs`` (referent, sentence) pairs
+    drawn by ``rng``, with ``S = input_size``; each pair's referent category (a record's
+    ``category``, -1 where the record has none).
 
     A record with ``referents`` (a synthetic scene) gives distinct referents while there are
     enough (a random order, repeated when ``pairs`` exceeds their number), so one batch asks
@@ -44,7 +45,7 @@ def train_pairs(record: Record, input_size: int, word_len: int, pairs: int, rng:
     box = preprocess(record.image, input_size)
     referents = getattr(record, "referents", None) or [record]
     order = rng.permutation(len(referents)) if len(referents) > 1 else [0]
-    tokens, masks, warped = [], [], {}
+    tokens, masks, categories, warped = [], [], [], {}
     for j in range(pairs):
         k = int(order[j % len(referents)])
         if k not in warped:
@@ -54,12 +55,13 @@ def train_pairs(record: Record, input_size: int, word_len: int, pairs: int, rng:
         sentences = referents[k].sentences
         tokens.append(tokenize_quietly(sentences[int(rng.integers(len(sentences)))], word_len))
         masks.append(warped[k])
-    return box.image[0], np.stack(tokens), np.stack(masks)
+        categories.append(getattr(referents[k], "category", -1))
+    return box.image[0], np.stack(tokens), np.stack(masks), np.array(categories, dtype=np.int64)
 
 
 def train_arrays(record: Record, input_size: int, word_len: int, rng: np.random.Generator
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(image float32 [3, S, S], tokens int32 [word_len], mask float32 [S, S] in [0, 1])``:
     :func:`train_pairs` with one pair."""
-    image, tokens, masks = train_pairs(record, input_size, word_len, 1, rng)
+    image, tokens, masks, _ = train_pairs(record, input_size, word_len, 1, rng)
     return image, tokens[0], masks[0]

@@ -50,6 +50,12 @@ class TrainSettings:
     trains epochs 1-12 at 128 and the rest at 256); empty: the model's ``input_size``
     throughout. The weights do not depend on the input size; validation and the saved config
     use the model's ``input_size``.
+    ``category_weight``: weight of an auxiliary, training-only loss (0: official, off): a
+    linear classifier predicts each training referent's category (COCO's 80 for the refer and
+    LMDB formats, the 49 shape and colour pairs of synthetic scenes) from its C3 and C4 features averaged over
+    its mask; cross-entropy, referents without a category ignored. The classifier is not part of
+    the model, so checkpoints, export and inference are unchanged. ``num_categories``: the
+    classifier's outputs (0: from the dataset).
     """
 
     epochs: int = 50
@@ -70,6 +76,8 @@ class TrainSettings:
     dice_weight: float = 0.0
     pairs_per_image: int = 1
     sizes: Mapping[int, int] = field(default_factory=dict)
+    category_weight: float = 0.0
+    num_categories: int = 0
 
     def __post_init__(self):
         if self.loss_at not in LOSS_AT:
@@ -78,12 +86,13 @@ class TrainSettings:
         object.__setattr__(self, "sizes", {int(k): int(v) for k, v in dict(self.sizes).items()})
         if any(v <= 0 or v % 32 for v in self.sizes.values()) or any(k < 0 for k in self.sizes):
             raise ValueError(f"train.sizes maps first epochs (>= 0) to input sizes (multiples of 32), got {self.sizes}")
-        if float(self.dice_weight) < 0:
-            raise ValueError(f"train.dice_weight must be >= 0, got {self.dice_weight}")
+        for name in ("dice_weight", "category_weight"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "pairs_per_image"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "val_every", "val_samples", "seed"):
+        for name in ("workers", "val_every", "val_samples", "seed", "num_categories"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if float(self.base_lr) <= 0:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.records import DatasetError
 from ..data.sources import open_records, synthetic_config
-from ..data.synthetic import SyntheticSceneDataset
+from ..data.synthetic import NUM_CATEGORIES, SyntheticSceneDataset
 from ..data.transforms import train_pairs
 from .config import VAL_SEED_OFFSET, RunConfig
 
@@ -30,9 +30,10 @@ class LoadFailure(NamedTuple):
 
 
 class TrainDataset(Dataset):
-    """Item ``i``: ``(image float32 [3, S, S], tokens int64 [K, L], masks float32 [K, 1, S, S])``
-    from ``records[i]`` through the official training transform with ``K = pairs`` (referent,
-    sentence) pairs (`train_pairs`), or a `LoadFailure`.
+    """Item ``i``: ``(image float32 [3, S, S], tokens int64 [K, L], masks float32 [K, 1, S, S],
+    categories int64 [K])`` from ``records[i]`` through the official training transform with
+    ``K = pairs`` (referent, sentence) pairs (`train_pairs`; category -1 where unknown), or a
+    `LoadFailure`.
 
     Set ``epoch`` before iterating each epoch: it seeds the choice of pairs.
     """
@@ -49,16 +50,16 @@ class TrainDataset(Dataset):
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
         try:
-            image, tokens, masks = train_pairs(self.records[i], self.input_size, self.word_len,
-                                               self.pairs, rng)
+            image, tokens, masks, categories = train_pairs(self.records[i], self.input_size,
+                                                           self.word_len, self.pairs, rng)
         except DatasetError as err:
             return LoadFailure(str(err))
         return (torch.from_numpy(image), torch.from_numpy(tokens.astype(np.int64)),
-                torch.from_numpy(masks)[:, None])
+                torch.from_numpy(masks)[:, None], torch.from_numpy(categories))
 
 
 def collate(items: list):
-    """Stack items into ``(images, tokens, masks)``, or pass on the first `LoadFailure`."""
+    """Stack items into ``(images, tokens, masks, categories)``, or pass on the first `LoadFailure`."""
     for item in items:
         if isinstance(item, LoadFailure):
             return item
@@ -99,6 +100,14 @@ def train_records(run: RunConfig) -> Sequence:
     return open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
                         split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
                         synthetic=d.synthetic)
+
+
+def category_count(run: RunConfig) -> int:
+    """Outputs of the category classifier: ``train.num_categories``, else 49 for synthetic
+    scenes (their shape and colour pairs) and 80 for the refer/LMDB formats (COCO's categories)."""
+    if run.train.num_categories:
+        return run.train.num_categories
+    return NUM_CATEGORIES if run.data.dataset == "synthetic" and run.data.train_lmdb is None else 80
 
 
 def val_records(run: RunConfig) -> Sequence:

@@ -30,13 +30,13 @@ from ..eval.predictor import TorchPredictor
 from ..model import CRIS, load_clip_weights
 from . import distributed
 from .config import RunConfig
-from .data import TrainDataset, check_batch, make_loader, train_records, val_records
+from .data import TrainDataset, category_count, check_batch, make_loader, train_records, val_records
 from .log import TrainingLog
 from .objective import CRISObjective
 from .state import epoch_seed, load_training_state, save_training_state
 
 log = logging.getLogger(__name__)
-LOSS_NAMES = ("loss", "bce", "dice", "sd_image", "sd_text")
+LOSS_NAMES = ("loss", "bce", "dice", "category", "sd_image", "sd_text")
 _STEP_LOG_EVERY = 10
 
 
@@ -99,9 +99,9 @@ def _run_epoch(objective, optimizer, scaler, loader, run: RunConfig, env, epoch:
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.train.epochs}", unit="batch",
                disable=not env.is_main, dynamic_ncols=True)
     for batch in bar:
-        image, tokens, mask = (t.to(env.device, non_blocking=True) for t in check_batch(batch))
+        image, tokens, mask, category = (t.to(env.device, non_blocking=True) for t in check_batch(batch))
         with torch.autocast(device_type=env.device.type, dtype=torch.float16, enabled=use_amp):
-            _, losses = objective(image, tokens, mask)
+            _, losses = objective(image, tokens, mask, category)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
         if run.train.max_norm:
@@ -138,16 +138,27 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         if t.batch_size % env.world_size:
             raise ValueError(f"train.batch_size ({t.batch_size}) must divide by the {env.world_size} processes")
         model = _build_model(run, clip_weights)
-        objective = distributed.wrap_model(CRISObjective(model, run.masksd, t.loss_at, t.dice_weight), env)
+        torch.manual_seed(t.seed)  # the category classifier's initial weights, on every process
+        core = CRISObjective(model, run.masksd, t.loss_at, t.dice_weight, t.category_weight,
+                             category_count(run))
+        objective = distributed.wrap_model(core, env)
+        groups = param_groups(model, t.base_lr, t.lr_multi)
+        if core.category_loss is not None:  # trained at the head's rate, saved for resuming only
+            groups[1]["params"] += list(core.category_loss.parameters())
         # fused: one kernel per parameter group instead of a dozen per tensor (the same update)
-        optimizer = torch.optim.Adam(param_groups(model, t.base_lr, t.lr_multi), lr=t.base_lr,
-                                     weight_decay=t.weight_decay, fused=env.device.type in ("cpu", "cuda"))
+        optimizer = torch.optim.Adam(groups, lr=t.base_lr, weight_decay=t.weight_decay,
+                                     fused=env.device.type in ("cpu", "cuda"))
         scheduler = MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.lr_decay)
         scaler = torch.amp.GradScaler("cuda", enabled=t.amp and env.device.type == "cuda")
         start_epoch, best = 0, -float("inf")
         if resume:
             state = load_training_state(Path(resume), run)
             model.load_state_dict(state["state_dict"])
+            if core.category_loss is not None:
+                if "category_loss" not in state:
+                    raise ValueError(f"{resume} was trained without train.category_weight; resume it "
+                                     "with the same setting")
+                core.category_loss.load_state_dict(state["category_loss"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
@@ -189,6 +200,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
                 train_log.epoch(row)
                 kwargs = dict(epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                               best_metric=best, metrics=row)
+                if core.category_loss is not None:
+                    kwargs["category_loss"] = core.category_loss.state_dict()
                 save_training_state(output_dir / "last.pth", model, run, **kwargs)
                 if improved:
                     save_training_state(output_dir / "best.pth", model, run, **kwargs)

@@ -29,13 +29,14 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def save_training_state(path: Path, model: torch.nn.Module, run: RunConfig, *, epoch: int,
                         optimizer, scheduler, scaler, best_metric: float,
-                        metrics: Mapping[str, Any]) -> Path:
-    """Write a resumable checkpoint of ``model`` (the bare CRIS, not a DDP wrapper) atomically."""
+                        metrics: Mapping[str, Any], **extra: Any) -> Path:
+    """Write a resumable checkpoint of ``model`` (the bare CRIS, not a DDP wrapper) atomically;
+    ``extra``: more training-only state (the category classifier's weights)."""
     sched = scheduler.state_dict()
     sched["milestones"] = dict(sched["milestones"])  # a Counter: not plain data for weights_only
     return save_checkpoint(path, model, run.to_dict(), epoch=epoch, optimizer=optimizer.state_dict(),
                            scheduler=sched, scaler=scaler.state_dict(), best_metric=float(best_metric),
-                           metrics=dict(metrics), seed=run.train.seed)
+                           metrics=dict(metrics), seed=run.train.seed, **extra)
 
 
 def load_training_state(path: Path, run: RunConfig) -> dict:

@@ -95,7 +95,7 @@ def train_records(run: RunConfig) -> Sequence:
     """The training records the run config names: synthetic training uses whole scenes (every
     referent, `SyntheticSceneDataset`), as a RefCOCO image has several referents."""
     d = run.data
-    if d.dataset == "synthetic" and d.train_lmdb is None:
+    if _trains_on_synthetic_scenes(run):
         return SyntheticSceneDataset(d.num_samples, 0, synthetic_config(d.synthetic))
     return open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
                         split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
@@ -107,7 +107,11 @@ def category_count(run: RunConfig) -> int:
     scenes (their shape and colour pairs) and 80 for the refer/LMDB formats (COCO's categories)."""
     if run.train.num_categories:
         return run.train.num_categories
-    return NUM_CATEGORIES if run.data.dataset == "synthetic" and run.data.train_lmdb is None else 80
+    return NUM_CATEGORIES if _trains_on_synthetic_scenes(run) else 80
+
+
+def _trains_on_synthetic_scenes(run: RunConfig) -> bool:
+    return run.data.dataset == "synthetic" and run.data.train_lmdb is None
 
 
 def val_records(run: RunConfig) -> Sequence:

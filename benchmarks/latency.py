@@ -14,7 +14,7 @@ As in the official protocol the text is encoded on every iteration: ``p50_ms`` a
 headline figures include the text graph. A deployment encodes a prompt once (cached), so every
 row also has ``cached_text``: the same loop with the Segmenter's text cache on.
 
-The demo model (``cris_tiny``, native input 256) runs at 416 like any CRIS model: its weights do
+The demo model (``cris_tiny``, native input 384) runs at 416 like any CRIS model: its weights do
 not depend on the input size (the attention pool's positions are resized), so the protocol's
 input size is kept and its FLOPs are those of a 416 input. ``--input-size`` changes it.
 

@@ -36,11 +36,11 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def latency(cache, tmp_path_factory):
     """One latency run with no --engine (so the demo model is exported into ``cache`` by the
-    real pipeline, at its native 256: the demo's own bundle, which the stream tests reuse):
+    real pipeline, at its native 384: the demo's own bundle, which the stream tests reuse):
     PyTorch, ONNX Runtime and TensorRT in FP32. Returns (process, JSON, output directory)."""
     out = tmp_path_factory.mktemp("latency")
     proc = _run("latency.py", ["--backends", "torch,onnxruntime,tensorrt", "--precisions", "fp32",
-                               "--input-size", "256", "--warmup", "2", "--iters", "5", "--threads", "1",
+                               "--input-size", "384", "--warmup", "2", "--iters", "5", "--threads", "1",
                                "--json", str(out / "l.json"), "--markdown", str(out / "l.md"),
                                "--plot", str(out / "l.png")], cache)
     assert proc.returncode == 0, proc.stderr
@@ -54,7 +54,7 @@ def test_latency_rows_schema_and_consistency(latency):
     assert [(r["backend"], r["variant"]) for r in result["rows"]][:2] == [("pytorch", "eager"), ("onnxruntime", None)]
     for row in result["rows"]:
         assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
-        assert row["precision"] == "fp32" and row["iters"] == 5 and row["input_size"] == 256
+        assert row["precision"] == "fp32" and row["iters"] == 5 and row["input_size"] == 384
         for timing in (row, row["cached_text"]):
             assert 0 < timing["min_ms"] <= timing["p50_ms"] <= timing["p90_ms"] <= timing["p99_ms"] <= timing["max_ms"]
             assert timing["fps"] == pytest.approx(1000.0 / timing["mean_ms"], rel=1e-9)
@@ -84,13 +84,13 @@ def test_latency_ratios_against_the_baseline(latency):
 
 def test_latency_skips_with_reasons_and_records_the_protocol(latency):
     proc, result, _ = latency
-    assert "exporting cris_tiny_synthetic.pth (fp32, input 256)" in proc.stderr
+    assert "exporting cris_tiny_synthetic.pth (fp32, input 384)" in proc.stderr
     done = [(r["backend"], r["variant"], r["precision"]) for r in result["rows"] + result["skipped"]]
     assert len(done) == len(set(done)) == 4
     assert ("tensorrt", None, "fp32") in done and ("pytorch", "cuda-graph", "fp32") in done
     assert all(s["reason"].strip() for s in result["skipped"])
     protocol = result["protocol"]
-    assert protocol["input_size"] == 256 and protocol["word_len"] == 17 and protocol["batch"] == 1
+    assert protocol["input_size"] == 384 and protocol["word_len"] == 17 and protocol["batch"] == 1
     assert (protocol["warmup"], protocol["iters"]) == (2, 5) and protocol["official"] is False
     assert any("416" in d for d in protocol["deviations"]) and "text encoded every iteration" in protocol["p50_ms"]
 

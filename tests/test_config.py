@@ -135,7 +135,7 @@ def test_r50_and_r101_clip_models():
 def test_tiny_config():
     cfg = resolve_config("cris_tiny")
     assert isinstance(cfg.clip_model, dict) and cfg.clip_model["vision_cfg"]["layers"] == [1, 1, 1, 1]
-    assert (cfg.input_size, cfg.word_len, cfg.vis_dim, cfg.num_head, cfg.dropout) == (256, 17, 64, 2, 0.0)
+    assert (cfg.input_size, cfg.word_len, cfg.vis_dim, cfg.num_head, cfg.dropout) == (384, 17, 64, 2, 0.0)
 
 
 def test_default_config_is_official_r50_refcoco():

@@ -57,14 +57,14 @@ def test_cli_writes_a_complete_bundle_and_says_how_to_build_engines(fp32_bundle)
     for name, meta in config["files"].items():
         assert meta["sha256"] == sha256_file(bundle / name) and meta["bytes"] == (bundle / name).stat().st_size
     assert config["precision"] == "fp32" and config["threshold"] == 0.35
-    assert config["input_size"] == 256 and config["word_len"] == 17 and config["model"]["vis_dim"] == 64
+    assert config["input_size"] == 384 and config["word_len"] == 17 and config["model"]["vis_dim"] == 64
     assert len(config["mean"]) == len(config["std"]) == 3
     assert config["vocabulary"] == VOCAB_FILENAME
     assert {"cris_edge", "torch", "onnx", "onnxruntime", "opset"} <= set(config["versions"])
     head = config["graphs"]["head"]
     assert [i["name"] for i in head["inputs"]] == ["c3", "c4", "c5", "word", "pad_mask", "state"]
     assert head["inputs"][4] == {"name": "pad_mask", "dtype": "bool", "shape": ["batch", 17]}
-    assert head["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 1, 64, 64]}]
+    assert head["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 1, 96, 96]}]
     assert config["graphs"]["text"]["inputs"][0]["dtype"] == "int32" and head["engine"] is None
     assert not list(bundle.parent.glob(".tiny_fp32.*"))  # no staging leftovers
 

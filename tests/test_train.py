@@ -37,7 +37,7 @@ ONE_OBJECT = {**SCENES, "min_objects": 1, "max_objects": 1}
 QUICK = ["input_size=64", "data.dataset=synthetic", f"data.synthetic={SCENES}", "train.batch_size=8",
          "train.workers=0", "train.val_every=0", "train.base_lr=0.001", "train.lr_multi=1.0",
          "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0",
-         "train.pairs_per_image=2", "train.category_weight=0"]  # not the demo recipe
+         "train.pairs_per_image=2", "train.category_weight=0", "train.cpu_amp=false"]  # not the demo recipe
 
 
 def rows(output_dir) -> list[dict]:
@@ -54,7 +54,7 @@ def test_overrides_and_sections():
     assert load_run_config(run.to_dict()).to_dict() == run.to_dict()  # checkpoints carry it
     sized = load_run_config("cris_tiny", ["train.sizes={0: 64, 2: 96}"])
     assert [sized.input_size(e) for e in range(4)] == [64, 64, 96, 96]
-    assert load_run_config("cris_tiny", ["train.sizes={}"]).input_size(3) == 256
+    assert load_run_config("cris_tiny", ["train.sizes={}"]).input_size(3) == 384
     assert not load_run_config("cris_r50_refcoco").masksd.enabled
     for bad, message in [("train.epoch=3", "unknown key"), ("nope=1", "unknown key"),
                          ("train.loss_at=pixels", "loss_at"), ("masksd.image_ratio=1.5", "image_ratio"),
@@ -97,7 +97,8 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     assert result.epochs_run == 6 and (tmp_path / "best.pth").is_file()
 
 
-@pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"]], ids=["plain", "category-loss"])
+@pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"], ["train.cpu_amp=true"]],
+                         ids=["plain", "category-loss", "bf16-autocast"])
 def test_resume_continues_exactly(tmp_path, extra):
     # dropout 0.1: the resumed run must also continue the random stream exactly
     overrides = QUICK + ["data.num_samples=24", "train.epochs=2", "train.milestones=[1]", "dropout=0.1"] + extra
@@ -109,13 +110,24 @@ def test_resume_continues_exactly(tmp_path, extra):
     assert a["epoch"] == b["epoch"] == 2
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
-    assert ("category_loss" in a) == bool(extra)  # the classifier is saved beside the model
+        # stored float32 and contiguous, whatever the autocast and channels-last training used
+        assert value.is_contiguous() and (value.dtype == torch.float32 or not value.is_floating_point()), key
+    assert ("category_loss" in a) == ("train.category_weight=0.5" in extra)  # the classifier is saved beside the model
     for key, value in a.get("category_loss", {}).items():
         assert torch.equal(value, b["category_loss"][key]), key
     for (_, sa), (_, sb) in zip(sorted(a["optimizer"]["state"].items()), sorted(b["optimizer"]["state"].items())):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["scheduler"] == b["scheduler"]
     assert [r["loss"] for r in rows(straight)] == [r["loss"] for r in rows(first)]
+
+
+def test_cpu_amp_trains_in_bfloat16(tmp_path):
+    # The same epoch in float32 and under bfloat16 autocast: close, yet not the same arithmetic.
+    overrides = QUICK + ["data.num_samples=16", "train.epochs=1"]
+    train(load_run_config("cris_tiny", overrides), tmp_path / "fp32", device="cpu")
+    train(load_run_config("cris_tiny", overrides + ["train.cpu_amp=true"]), tmp_path / "bf16", device="cpu")
+    fp32, bf16 = (float(rows(tmp_path / name)[0]["loss"]) for name in ("fp32", "bf16"))
+    assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
 
 
 def test_resume_refuses_another_architecture(tmp_path):

@@ -98,11 +98,12 @@ def split_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict, Option
 
 def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Mapping[str, Any], **extra: Any) -> Path:
     """Write ``{"format", "format_version", "config", "state_dict", **extra}`` atomically: to a
-    temporary file in the same directory, then renamed over ``path``."""
+    temporary file in the same directory, then renamed over ``path``. Tensors are stored
+    contiguous, whatever memory format (channels-last in training) the model runs in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config),
-               "state_dict": model.state_dict(), **extra}
+               "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

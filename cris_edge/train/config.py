@@ -35,7 +35,9 @@ class TrainSettings:
     at each epoch in ``milestones``. ``val_every``: validate every that many epochs (0: never;
     ``best.pth`` then follows the training loss). ``val_samples``: referents used for validation
     (0: the whole split; the synthetic validation set needs a number). ``amp``: mixed precision
-    on CUDA (ignored on CPU). ``loss_at``: ``logits`` (official: BCE between the ``S/4``
+    on CUDA (float16 autocast with a gradient scaler). ``cpu_amp``: mixed precision on CPU
+    (bfloat16 autocast; off by default: fast only on CPUs with native bfloat16, AVX512-BF16 or
+    AMX, and slower than float32 elsewhere). Weights, optimizer state and losses stay float32. ``loss_at``: ``logits`` (official: BCE between the ``S/4``
     logits and the mask resized to them, nearest) or ``input`` (the logits upsampled to ``S``
     as inference does, bicubic with ``align_corners=True``, against the full-resolution mask:
     small objects lose less to the 4x coarser grid). ``dice_weight``: weight of a soft Dice
@@ -70,6 +72,7 @@ class TrainSettings:
     clip_weights: Optional[str] = None
     workers: int = 4
     amp: bool = True
+    cpu_amp: bool = False
     val_every: int = 1
     val_samples: int = 0
     loss_at: str = "logits"

@@ -3,7 +3,8 @@
 Recipe (CRIS.pytorch ``train.py``): Adam; the backbone (every ``backbone.*`` weight but the
 positional embeddings) at ``base_lr * lr_multi``, everything else at ``base_lr``; MultiStepLR
 stepped once per epoch; BCE on the ``S/4`` logits; global batch ``batch_size`` split over the
-processes; incomplete last batches dropped; AMP (fp16 autocast + GradScaler) on CUDA.
+processes; incomplete last batches dropped; AMP (fp16 autocast + GradScaler) on CUDA
+(bf16 autocast on CPU with ``train.cpu_amp``).
 One deliberate difference: the official code lets the backbone run at the head's rate during
 epoch 1 (its MultiStepLR takes ``initial_lr`` only from its first ``step``); here the backbone
 runs at ``base_lr * lr_multi`` from the first step. Validation after an epoch uses the full test
@@ -93,14 +94,17 @@ def _validate(model: CRIS, records, run: RunConfig, env: distributed.DistEnv, ep
 def _run_epoch(objective, optimizer, scaler, loader, run: RunConfig, env, epoch: int,
                train_log: Optional[TrainingLog]) -> dict:
     objective.train()
-    use_amp = scaler.is_enabled()
+    device = env.device.type
+    amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    use_amp = run.train.amp if device == "cuda" else run.train.cpu_amp and device == "cpu"
     sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
     steps = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.train.epochs}", unit="batch",
                disable=not env.is_main, dynamic_ncols=True)
     for batch in bar:
         image, tokens, mask, category = (t.to(env.device, non_blocking=True) for t in check_batch(batch))
-        with torch.autocast(device_type=env.device.type, dtype=torch.float16, enabled=use_amp):
+        image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=use_amp):
             _, losses = objective(image, tokens, mask, category)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
@@ -137,7 +141,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         t = run.train
         if t.batch_size % env.world_size:
             raise ValueError(f"train.batch_size ({t.batch_size}) must divide by the {env.world_size} processes")
-        model = _build_model(run, clip_weights)
+        # channels-last: oneDNN's and cuDNN's fast convolution layout (the same arithmetic)
+        model = _build_model(run, clip_weights).to(memory_format=torch.channels_last)
         torch.manual_seed(t.seed)  # the category classifier's initial weights, on every process
         core = CRISObjective(model, run.masksd, t.loss_at, t.dice_weight, t.category_weight,
                              category_count(run))

@@ -24,7 +24,7 @@ from cris_edge.model._torchvision_compat import import_open_clip
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
 
 SOT, EOT = 49406, 49407
-TINY_OVERRIDES = dict(num_head=2, word_len=17, input_size=256, dropout=0.0)  # what weights cannot tell
+TINY_OVERRIDES = dict(num_head=2, word_len=17, input_size=384, dropout=0.0)  # what weights cannot tell
 
 
 def _randomize(model: nn.Module, seed: int) -> None:

@@ -142,7 +142,8 @@ def test_features_head_feeds_the_fused_similarity(model):
     feed, logits = _head_reference(model, 2)
     z_v, kernel = _session(graph).run(None, feed)
     c = model.config.vis_dim // 2
-    assert z_v.shape == (2, c, 64, 64) and kernel.shape == (2, c * 9 + 1)
+    grid = model.config.input_size // 4
+    assert z_v.shape == (2, c, grid, grid) and kernel.shape == (2, c * 9 + 1)
     got = similarity_logits(z_v, kernel[:, :-1].reshape(2, c, 3, 3), kernel[:, -1])
     np.testing.assert_allclose(got, logits, atol=1e-4, rtol=0)
 

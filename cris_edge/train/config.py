@@ -37,8 +37,9 @@ class TrainSettings:
     (0: the whole split; the synthetic validation set needs a number). ``amp``: mixed precision
     on CUDA (float16 autocast with a gradient scaler). ``cpu_amp``: mixed precision on CPU
     (bfloat16 autocast; off by default: fast only on CPUs with native bfloat16, AVX512-BF16 or
-    AMX, and slower than float32 elsewhere). Weights, optimizer state and losses stay float32. ``loss_at``: ``logits`` (official: BCE between the ``S/4``
-    logits and the mask resized to them, nearest) or ``input`` (the logits upsampled to ``S``
+    AMX, and slower than float32 elsewhere). Weights, optimizer state and losses stay float32.
+    ``loss_at``: ``logits`` (official: BCE between the ``S/4`` logits and the mask resized to
+    them, nearest) or ``input`` (the logits upsampled to ``S``
     as inference does, bicubic with ``align_corners=True``, against the full-resolution mask:
     small objects lose less to the 4x coarser grid). ``dice_weight``: weight of a soft Dice
     loss added to the BCE at the same resolution (0: official, BCE only); it keeps small
@@ -54,8 +55,8 @@ class TrainSettings:
     use the model's ``input_size``.
     ``category_weight``: weight of an auxiliary, training-only loss (0: official, off): a
     linear classifier predicts each training referent's category (COCO's 80 for the refer and
-    LMDB formats, the 49 shape and colour pairs of synthetic scenes) from its C3 and C4 features averaged over
-    its mask; cross-entropy, referents without a category ignored. The classifier is not part of
+    LMDB formats, the 49 shape and colour pairs of synthetic scenes) from its C3 and C4
+    features averaged over its mask; cross-entropy, referents without a category ignored. The classifier is not part of
     the model, so checkpoints, export and inference are unchanged. ``num_categories``: the
     classifier's outputs (0: from the dataset).
     """

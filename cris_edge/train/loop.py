@@ -68,6 +68,16 @@ def param_groups(model: CRIS, base_lr: float, lr_multi: float) -> list[dict]:
             {"params": head, "lr": base_lr, "name": "head"}]
 
 
+def autocast_dtype(run: RunConfig, device_type: str) -> Optional[torch.dtype]:
+    """The mixed-precision dtype of a training step: float16 on CUDA with ``train.amp``,
+    bfloat16 on CPU with ``train.cpu_amp``, None (float32) otherwise."""
+    if device_type == "cuda" and run.train.amp:
+        return torch.float16
+    if device_type == "cpu" and run.train.cpu_amp:
+        return torch.bfloat16
+    return None
+
+
 def _build_model(run: RunConfig, clip_weights: Optional[str]) -> CRIS:
     torch.manual_seed(run.train.seed)  # same initial weights on every process
     model = CRIS(run.model)
@@ -95,8 +105,7 @@ def _run_epoch(objective, optimizer, scaler, loader, run: RunConfig, env, epoch:
                train_log: Optional[TrainingLog]) -> dict:
     objective.train()
     device = env.device.type
-    amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
-    use_amp = run.train.amp if device == "cuda" else run.train.cpu_amp and device == "cpu"
+    amp_dtype = autocast_dtype(run, device)
     sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
     steps = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.train.epochs}", unit="batch",
@@ -104,7 +113,7 @@ def _run_epoch(objective, optimizer, scaler, loader, run: RunConfig, env, epoch:
     for batch in bar:
         image, tokens, mask, category = (t.to(env.device, non_blocking=True) for t in check_batch(batch))
         image = image.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=use_amp):
+        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=amp_dtype is not None):
             _, losses = objective(image, tokens, mask, category)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss"]).backward()
@@ -141,7 +150,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         t = run.train
         if t.batch_size % env.world_size:
             raise ValueError(f"train.batch_size ({t.batch_size}) must divide by the {env.world_size} processes")
-        # channels-last: oneDNN's and cuDNN's fast convolution layout (the same arithmetic)
+        # channels-last: oneDNN's and cuDNN's fast convolution layout (same model and results
+        # up to the order of floating-point sums)
         model = _build_model(run, clip_weights).to(memory_format=torch.channels_last)
         torch.manual_seed(t.seed)  # the category classifier's initial weights, on every process
         core = CRISObjective(model, run.masksd, t.loss_at, t.dice_weight, t.category_weight,
@@ -154,7 +164,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         optimizer = torch.optim.Adam(groups, lr=t.base_lr, weight_decay=t.weight_decay,
                                      fused=env.device.type in ("cpu", "cuda"))
         scheduler = MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.lr_decay)
-        scaler = torch.amp.GradScaler("cuda", enabled=t.amp and env.device.type == "cuda")
+        # float16 needs the loss scaled against underflow; bfloat16 has float32's range
+        scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(run, env.device.type) == torch.float16)
         start_epoch, best = 0, -float("inf")
         if resume:
             state = load_training_state(Path(resume), run)

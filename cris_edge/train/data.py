@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from ..data.records import DatasetError
 from ..data.sources import open_records, synthetic_config
@@ -91,15 +92,21 @@ def make_loader(dataset: TrainDataset, batch_size: int, workers: int, seed: int,
                       collate_fn=collate, drop_last=True, pin_memory=torch.cuda.is_available())
 
 
-def train_records(run: RunConfig) -> Sequence:
+def train_records(run: RunConfig, progress: bool = True) -> Sequence:
     """The training records the run config names: synthetic training uses whole scenes (every
-    referent, `SyntheticSceneDataset`), as a RefCOCO image has several referents."""
+    referent, `SyntheticSceneDataset`), as a RefCOCO image has several referents. With
+    ``data.in_memory`` every record is made now (with a progress bar) and kept in a list."""
     d = run.data
     if _trains_on_synthetic_scenes(run):
-        return SyntheticSceneDataset(d.num_samples, 0, synthetic_config(d.synthetic))
-    return open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
-                        split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
-                        synthetic=d.synthetic)
+        records = SyntheticSceneDataset(d.num_samples, 0, synthetic_config(d.synthetic))
+    else:
+        records = open_records(d.dataset, d.train_split, data_root=d.data_root, lmdb=d.train_lmdb,
+                               split_by=d.split_by, seed_offset=0, num_samples=d.num_samples,
+                               synthetic=d.synthetic)
+    if not d.in_memory:
+        return records
+    return [records[i] for i in tqdm(range(len(records)), desc="loading records into memory",
+                                     unit="record", disable=not progress, dynamic_ncols=True)]
 
 
 def category_count(run: RunConfig) -> int:

@@ -179,8 +179,10 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, best = int(state["epoch"]), float(state["best_metric"])
-        dataset = TrainDataset(train_records(run), run.model.input_size, run.model.word_len, t.seed,
-                               t.pairs_per_image)
+        # the run's clock includes making the records (data.in_memory renders them all here)
+        started, cpu_started = time.time(), time.process_time()
+        dataset = TrainDataset(train_records(run, progress=env.is_main), run.model.input_size,
+                               run.model.word_len, t.seed, t.pairs_per_image)
         loader = make_loader(dataset, t.batch_size // env.world_size, t.workers, t.seed,
                              env.rank, env.world_size)
         validation = val_records(run) if t.val_every else None
@@ -190,7 +192,7 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             train_log = TrainingLog(output_dir)
             log.info("training %s on %d process(es), %s; %d samples, %d steps/epoch", run.name,
                      env.world_size, env.device, len(dataset), len(loader))
-        started, cpu_started, row = time.time(), time.process_time(), {}
+        row = {}
         for epoch in range(start_epoch, t.epochs):
             torch.manual_seed(epoch_seed(t.seed, epoch, env.rank))
             dataset.epoch, dataset.input_size = epoch, run.input_size(epoch)

@@ -23,10 +23,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
 
 
 def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``features [N, C, h, w]`` averaged over ``mask [N, 1, H, W]`` (in [0, 1], area-resized to
-    ``h x w``) -> ``[N, C]``; a mask that covers nothing gives zeros."""
-    weight = F.adaptive_avg_pool2d(mask.float(), features.shape[-2:])
-    return (features.float() * weight).sum((2, 3)) / weight.sum((2, 3)).clamp_min(1e-6)
+    """``features [B, C, h, w]`` averaged over each of ``mask [B*K, 1, H, W]`` (in [0, 1],
+    area-resized to ``h x w``; masks ``k*K .. k*K+K-1`` belong to image ``k``) -> float32
+    ``[B*K, C]``; a mask that covers nothing gives zeros. Computed in float32 on the
+    un-repeated features (one small batched matmul, not a copy per mask)."""
+    batch, channels, h, w = features.shape
+    if mask.shape[0] % batch:
+        raise ValueError(f"{mask.shape[0]} masks do not divide among {batch} images")
+    weight = F.adaptive_avg_pool2d(mask.float(), (h, w)).view(batch, -1, h * w)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        summed = torch.bmm(weight, features.float().view(batch, channels, h * w).transpose(1, 2))
+    return (summed / weight.sum(2, keepdim=True).clamp_min(1e-6)).flatten(0, 1)
 
 
 class CategoryLoss(nn.Module):
@@ -43,8 +50,9 @@ class CategoryLoss(nn.Module):
 
     def forward(self, c3: torch.Tensor, c4: torch.Tensor, mask: torch.Tensor,
                 category: torch.Tensor) -> torch.Tensor:
-        """``c3 [N, C3, S/8, S/8]``, ``c4 [N, C4, S/16, S/16]``, ``mask [N, 1, S, S]``, ``category``
-        int ``[N]`` -> scalar loss (0 when no referent has a category)."""
+        """``c3 [B, C3, S/8, S/8]``, ``c4 [B, C4, S/16, S/16]`` (one per image), ``mask [B*K, 1, S,
+        S]`` and ``category`` int ``[B*K]`` (K referents per image, image-major) -> scalar loss (0
+        when no referent has a category)."""
         known = category >= 0
         if bool((category >= self.classifier.out_features).any()):
             raise ValueError(f"category {int(category.max())} is out of range for a classifier with "
@@ -88,7 +96,8 @@ class CRISObjective(nn.Module):
         pairs = tokens.shape[1] if tokens.dim() == 3 else 1
         tokens, mask = tokens.flatten(0, tokens.dim() - 2), mask.flatten(0, mask.dim() - 4)
         pad_mask, eot_index = text_inputs(tokens)
-        c3, c4, c5 = model.encode_image(image)
+        image_c3, image_c4, c5 = model.encode_image(image)
+        c3, c4 = image_c3, image_c4
         if pairs > 1:
             c3, c4, c5 = (c.repeat_interleave(pairs, 0) for c in (c3, c4, c5))
         word, state = model.encode_text(tokens, eot_index)
@@ -106,7 +115,7 @@ class CRISObjective(nn.Module):
         if self.category_loss is not None:
             if category is None:
                 raise ValueError("train.category_weight > 0 needs each pair's category")
-            losses["category"] = self.category_loss(c3, c4, mask, category.flatten().long())
+            losses["category"] = self.category_loss(image_c3, image_c4, mask, category.flatten().long())
             total = total + self.category_weight * losses["category"]
         if self.masksd is None:
             return logits, {**losses, "loss": total}

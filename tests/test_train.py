@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from cris_edge.cli import train as train_cli
-from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset, SyntheticSceneDataset
+from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset, SyntheticSceneDataset, make_scene
 from cris_edge.data.transforms import tokenize_quietly
 from cris_edge.eval.evaluate import evaluate
 from cris_edge.eval.predictor import TorchPredictor
 from cris_edge.model import build_cris, load_cris
 from cris_edge.model.checkpoint import read_file
 from cris_edge.train.config import load_run_config
-from cris_edge.train.data import TrainDataset
+from cris_edge.train.data import TrainDataset, train_records
 from cris_edge.train.loop import param_groups, train
 from cris_edge.train.masksd import (distillation_loss, image_guided_word_mask, mask_image,
                                     text_guided_patch_mask)
@@ -97,8 +97,9 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     assert result.epochs_run == 6 and (tmp_path / "best.pth").is_file()
 
 
-@pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"], ["train.cpu_amp=true"]],
-                         ids=["plain", "category-loss", "bf16-autocast"])
+@pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"], ["train.cpu_amp=true"],
+                                   ["train.pairs_per_image={0: 2, 1: 1}"]],
+                         ids=["plain", "category-loss", "bf16-autocast", "pairs-schedule"])
 def test_resume_continues_exactly(tmp_path, extra):
     # dropout 0.1: the resumed run must also continue the random stream exactly
     overrides = QUICK + ["data.num_samples=24", "train.epochs=2", "train.milestones=[1]", "dropout=0.1"] + extra
@@ -119,6 +120,7 @@ def test_resume_continues_exactly(tmp_path, extra):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["scheduler"] == b["scheduler"]
     assert [r["loss"] for r in rows(straight)] == [r["loss"] for r in rows(first)]
+    assert all((r["category"] != "") == ("train.category_weight=0.5" in extra) for r in rows(straight))
 
 
 def test_cpu_amp_trains_in_bfloat16(tmp_path):
@@ -128,6 +130,39 @@ def test_cpu_amp_trains_in_bfloat16(tmp_path):
     train(load_run_config("cris_tiny", overrides + ["train.cpu_amp=true"]), tmp_path / "bf16", device="cpu")
     fp32, bf16 = (float(rows(tmp_path / name)[0]["loss"]) for name in ("fp32", "bf16"))
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_pairs_per_image_schedule(tmp_path):
+    run = load_run_config("cris_tiny", QUICK + ["data.num_samples=16", "train.epochs=3",
+                                                "train.pairs_per_image={0: 3, 2: 1}"])
+    assert [run.pairs_per_image(e) for e in range(4)] == [3, 3, 1, 1]
+    assert load_run_config("cris_tiny", QUICK).pairs_per_image(7) == 2
+    train(run, tmp_path, device="cpu")
+    assert [r["pairs"] for r in rows(tmp_path)] == ["3", "3", "1"]
+    # the loss of an epoch with K pairs per image is that of the K-pair batches
+    one = load_run_config("cris_tiny", QUICK + ["data.num_samples=16", "train.epochs=3", "train.pairs_per_image=3"])
+    train(one, tmp_path / "constant", device="cpu")
+    scheduled, constant = rows(tmp_path), rows(tmp_path / "constant")
+    assert [r["loss"] for r in scheduled[:2]] == [r["loss"] for r in constant[:2]]
+    assert scheduled[2]["loss"] != constant[2]["loss"]
+    for bad, match in (("{1: 2}", "including 0"), ("{0: 0}", ">= 1"), ("0", ">= 1")):
+        with pytest.raises(ValueError, match=match):
+            load_run_config("cris_tiny", [f"train.pairs_per_image={bad}"])
+
+
+def test_in_memory_records_train_the_same_model(tmp_path):
+    # Scenes rendered once before the first epoch (read by a forked worker) or anew in every
+    # epoch (in this process): the same batches, so the same weights.
+    overrides = QUICK + ["data.num_samples=16", "train.epochs=2", "train.pairs_per_image=3"]
+    memory_run = load_run_config("cris_tiny", overrides + ["data.in_memory=true", "train.workers=1"])
+    records = train_records(memory_run, progress=False)
+    assert isinstance(records, list) and len(records) == 16
+    np.testing.assert_array_equal(records[5].image, make_scene(5, SyntheticConfig(**SCENES)).image)
+    train(memory_run, tmp_path / "memory", device="cpu")
+    train(load_run_config("cris_tiny", overrides), tmp_path / "rendered", device="cpu")
+    a, b = (read_file(tmp_path / name / "last.pth")["state_dict"] for name in ("memory", "rendered"))
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
 
 
 def test_resume_refuses_another_architecture(tmp_path):
@@ -222,6 +257,12 @@ def test_masked_average_and_category_loss():
     torch.testing.assert_close(pooled[0], features[0, :, :2, :2].mean((1, 2)))
     torch.testing.assert_close(pooled[1], features[1, :, 3, 3])
     assert masked_average(features, torch.zeros(2, 1, 8, 8)).abs().sum() == 0
+    # K masks per image (image-major) pool that image's features, as the repeated features would
+    masks = (torch.rand(6, 1, 8, 8) > 0.5).float()
+    torch.testing.assert_close(masked_average(features, masks),
+                               masked_average(features.repeat_interleave(3, 0), masks))
+    with pytest.raises(ValueError, match="do not divide"):
+        masked_average(features, masks[:5])
     torch.manual_seed(0)
     loss = CategoryLoss(3, 5, 7)
     c3, c4 = torch.randn(3, 3, 8, 8), torch.randn(3, 5, 4, 4)
@@ -286,3 +327,15 @@ def test_cli_reports_missing_data_by_path(tmp_path, capsys):
     assert code == 2 and f"{tmp_path}/refcoco/refs(unc).p" in capsys.readouterr().err
     assert train_cli.main(["--config", "cris_tiny", "--output-dir", str(tmp_path / "out"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_log_keeps_the_columns_it_was_started_with(tmp_path):
+    from cris_edge.train.log import COLUMNS, TrainingLog
+
+    old = [c for c in COLUMNS if c != "category"]  # a log.csv written before that column existed
+    (tmp_path / "log.csv").write_text(",".join(old) + "\n")
+    log = TrainingLog(tmp_path)
+    log.epoch({"epoch": 2, "loss": 0.5, "category": 0.25})
+    log.close()
+    header, row = rows(tmp_path)[0].keys(), rows(tmp_path)[0]
+    assert list(header) == old and row["epoch"] == "2" and row["loss"] == "0.5"

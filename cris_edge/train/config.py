@@ -48,7 +48,10 @@ class TrainSettings:
     run once for all of them (1: official); a synthetic scene gives distinct referents, so the
     same image is asked for different objects in one step; a refer/LMDB record gives several
     sentences of its referent. The batch is ``batch_size`` images, ``batch_size *
-    pairs_per_image`` pairs.
+    pairs_per_image`` pairs. A mapping ``{first_epoch: pairs}`` changes it during the run, as
+    ``sizes`` does the input size (``{0: 4, 5: 2}``: 4 pairs per image in epochs 1-5, then 2:
+    at a large input the head, which runs once per pair, dominates a step's cost, so fewer
+    pairs buy more steps).
     ``sizes``: progressive resizing, ``{first_epoch: input_size}`` (``{0: 128, 12: 256}``
     trains epochs 1-12 at 128 and the rest at 256); empty: the model's ``input_size``
     throughout. The weights do not depend on the input size; validation and the saved config
@@ -78,7 +81,7 @@ class TrainSettings:
     val_samples: int = 0
     loss_at: str = "logits"
     dice_weight: float = 0.0
-    pairs_per_image: int = 1
+    pairs_per_image: int | Mapping[int, int] = 1
     sizes: Mapping[int, int] = field(default_factory=dict)
     category_weight: float = 0.0
     num_categories: int = 0
@@ -93,7 +96,15 @@ class TrainSettings:
         for name in ("dice_weight", "category_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("epochs", "batch_size", "pairs_per_image"):
+        if isinstance(self.pairs_per_image, Mapping):
+            pairs = {int(k): int(v) for k, v in self.pairs_per_image.items()}
+            if 0 not in pairs or any(k < 0 or v < 1 for k, v in pairs.items()):
+                raise ValueError("train.pairs_per_image maps first epochs (>= 0, including 0) to pairs "
+                                 f"(>= 1), got {self.pairs_per_image}")
+            object.__setattr__(self, "pairs_per_image", pairs)
+        elif int(self.pairs_per_image) < 1:
+            raise ValueError(f"train.pairs_per_image must be >= 1, got {self.pairs_per_image}")
+        for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("workers", "val_every", "val_samples", "seed", "num_categories"):
@@ -182,6 +193,14 @@ class RunConfig:
         """The training input size of 0-based ``epoch`` (see ``TrainSettings.sizes``)."""
         starts = [k for k in self.train.sizes if k <= epoch]
         return self.train.sizes[max(starts)] if starts else self.model.input_size
+
+    def pairs_per_image(self, epoch: int) -> int:
+        """The (referent, sentence) pairs per image of 0-based ``epoch`` (see
+        ``TrainSettings.pairs_per_image``)."""
+        pairs = self.train.pairs_per_image
+        if not isinstance(pairs, Mapping):
+            return int(pairs)
+        return pairs[max(k for k in pairs if k <= epoch)]
 
 
 def _plain(value: Any) -> Any:

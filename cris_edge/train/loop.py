@@ -43,7 +43,8 @@ _STEP_LOG_EVERY = 10
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What `train` returns (on every process). ``seconds``: wall time of the epochs run;
+    """What `train` returns (on every process). ``seconds``: wall time of making the training
+    records (all of them with ``data.in_memory``) and the epochs run;
     ``cpu_seconds``: CPU time this process used meanwhile (all its threads, not DataLoader
     workers), which tells the run's cost on a machine shared with other jobs."""
 
@@ -182,7 +183,7 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         # the run's clock includes making the records (data.in_memory renders them all here)
         started, cpu_started = time.time(), time.process_time()
         dataset = TrainDataset(train_records(run, progress=env.is_main), run.model.input_size,
-                               run.model.word_len, t.seed, t.pairs_per_image)
+                               run.model.word_len, t.seed, run.pairs_per_image(start_epoch))
         loader = make_loader(dataset, t.batch_size // env.world_size, t.workers, t.seed,
                              env.rank, env.world_size)
         validation = val_records(run) if t.val_every else None
@@ -196,13 +197,14 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         for epoch in range(start_epoch, t.epochs):
             torch.manual_seed(epoch_seed(t.seed, epoch, env.rank))
             dataset.epoch, dataset.input_size = epoch, run.input_size(epoch)
+            dataset.pairs = run.pairs_per_image(epoch)
             loader.sampler.set_epoch(epoch)
             lrs = [group["lr"] for group in optimizer.param_groups]
             tick, cpu_tick = time.time(), time.process_time()
             losses = _run_epoch(objective, optimizer, scaler, loader, run, env, epoch, train_log)
             seconds = time.time() - tick
             scheduler.step()
-            row = {"epoch": epoch + 1, "input_size": dataset.input_size, "lr_backbone": lrs[0],
+            row = {"epoch": epoch + 1, "input_size": dataset.input_size, "pairs": dataset.pairs, "lr_backbone": lrs[0],
                    "lr_head": lrs[1], **losses,
                    "epoch_s": round(seconds, 2), "epoch_cpu_s": round(time.process_time() - cpu_tick, 2),
                    "samples_per_s": round(len(loader) * t.batch_size / seconds, 2)}

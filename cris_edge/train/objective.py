@@ -32,7 +32,7 @@ def masked_average(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"{mask.shape[0]} masks do not divide among {batch} images")
     weight = F.adaptive_avg_pool2d(mask.float(), (h, w)).view(batch, -1, h * w)
     with torch.autocast(device_type=features.device.type, enabled=False):
-        summed = torch.bmm(weight, features.float().view(batch, channels, h * w).transpose(1, 2))
+        summed = torch.bmm(weight, features.float().reshape(batch, channels, h * w).transpose(1, 2))
     return (summed / weight.sum(2, keepdim=True).clamp_min(1e-6)).flatten(0, 1)
 
 

@@ -49,9 +49,8 @@ class TrainSettings:
     same image is asked for different objects in one step; a refer/LMDB record gives several
     sentences of its referent. The batch is ``batch_size`` images, ``batch_size *
     pairs_per_image`` pairs. A mapping ``{first_epoch: pairs}`` changes it during the run, as
-    ``sizes`` does the input size (``{0: 4, 5: 2}``: 4 pairs per image in epochs 1-5, then 2:
-    at a large input the head, which runs once per pair, dominates a step's cost, so fewer
-    pairs buy more steps).
+    ``sizes`` does the input size (``{0: 4, 5: 2}``: 4 pairs per image in epochs 1-5, then 2;
+    the head runs once per pair, so fewer pairs make a step cheaper, and each step learns less).
     ``sizes``: progressive resizing, ``{first_epoch: input_size}`` (``{0: 128, 12: 256}``
     trains epochs 1-12 at 128 and the rest at 256); empty: the model's ``input_size``
     throughout. The weights do not depend on the input size; validation and the saved config

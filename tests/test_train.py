@@ -37,7 +37,8 @@ ONE_OBJECT = {**SCENES, "min_objects": 1, "max_objects": 1}
 QUICK = ["input_size=64", "data.dataset=synthetic", f"data.synthetic={SCENES}", "train.batch_size=8",
          "train.workers=0", "train.val_every=0", "train.base_lr=0.001", "train.lr_multi=1.0",
          "train.sizes={}", "train.loss_at=logits", "train.dice_weight=0",
-         "train.pairs_per_image=2", "train.category_weight=0", "train.cpu_amp=false"]  # not the demo recipe
+         "train.pairs_per_image=2", "train.category_weight=0", "train.cpu_amp=false",
+         "train.lr_decay=0.1"]  # not the demo recipe
 
 
 def rows(output_dir) -> list[dict]:

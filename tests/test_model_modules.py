@@ -18,7 +18,7 @@ from cris_edge.model.backbone import AttentionPool, build_clip_backbone, encode_
 from cris_edge.model.cris import text_inputs
 from cris_edge.model.decoder import TransformerDecoder, sine_positions_1d, sine_positions_2d
 from cris_edge.model.layers import coordinate_map
-from cris_edge.model.projector import dynamic_conv, export_friendly_dynamic_conv, tap_selector
+from cris_edge.model.projector import Projector, dynamic_conv, matmul_dynamic_conv, tap_selector
 
 # TorchScript is deprecated in torch 2.13 but is what OpenAI's CLIP archives (and tracing) use.
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
@@ -165,16 +165,38 @@ def test_dynamic_conv_matches_per_sample_loop(batch):
     eager = dynamic_conv(x, weight, bias, selector)
     assert eager.shape == (batch, 1, 5, 7)
     assert torch.allclose(eager, expected, atol=1e-5, rtol=1e-5)
-    friendly = export_friendly_dynamic_conv(x, weight, bias, selector)
-    assert friendly.shape == (batch, 1, 5, 7)
-    assert torch.allclose(friendly, expected, atol=1e-5, rtol=1e-5)
+    matmul = matmul_dynamic_conv(x, weight, bias, selector)
+    assert matmul.shape == (batch, 1, 5, 7)
+    assert torch.allclose(matmul, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])
-def test_export_friendly_dynamic_conv_other_kernel_sizes(k):
+def test_matmul_dynamic_conv_other_kernel_sizes(k):
     x, weight, bias = _conv_inputs(3, k=k)
-    out = export_friendly_dynamic_conv(x, weight, bias, tap_selector(k))
+    out = matmul_dynamic_conv(x, weight, bias, tap_selector(k))
     assert torch.allclose(out, _naive_dynamic_conv(x, weight, bias), atol=1e-5, rtol=1e-5)
+
+
+def test_matmul_dynamic_conv_gradients_match_the_grouped_conv():
+    """Training runs the matmul form: its gradients must be the grouped convolution's."""
+    grads = []
+    for matmul in (False, True):
+        x, weight, bias = (t.double().requires_grad_() for t in _conv_inputs(3))
+        out = dynamic_conv(x, weight, bias, tap_selector(3).double(), matmul=matmul)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).reshape(out.shape)).sum().backward()
+        grads.append((x.grad, weight.grad, bias.grad))
+    for grouped, matmul in zip(*grads):
+        assert torch.allclose(grouped, matmul, atol=1e-12, rtol=1e-10)
+
+
+def test_projector_similarity_is_the_official_conv_in_eval_mode_and_the_matmul_in_training():
+    projector = Projector(word_dim=16, in_dim=6).double()
+    x, weight, bias = (t.double() for t in _conv_inputs(3))
+    selector = tap_selector(3).double()
+    projector.eval()
+    assert torch.equal(projector.similarity(x, weight, bias), dynamic_conv(x, weight, bias, selector))
+    projector.train()
+    assert torch.equal(projector.similarity(x, weight, bias), matmul_dynamic_conv(x, weight, bias, selector))
 
 
 def test_tap_selector_layout():

@@ -18,28 +18,29 @@ def tap_selector(kernel_size: int = 3) -> torch.Tensor:
 
 
 def dynamic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                 selector: torch.Tensor) -> torch.Tensor:
+                 selector: torch.Tensor, matmul: bool = False) -> torch.Tensor:
     """Per-sample convolution: ``x [B, C, H, W]``, ``weight [B, C, k, k]``, ``bias [B]`` ->
     ``[B, 1, H, W]``, with ``padding = k // 2``.
 
-    Eager mode runs the official grouped convolution (``groups = B``), so logits match
-    CRIS.pytorch to the last bits. While tracing or exporting, the same sum is written without
-    data-dependent conv weights, so the graph is valid at any batch size: a batched matmul
-    projects ``x`` onto each of the ``k*k`` taps, and one constant conv (``selector`` from
-    `tap_selector`) shifts and sums them.
+    ``matmul=False`` runs the official grouped convolution (``groups = B``), so logits match
+    CRIS.pytorch to the last bits. ``matmul=True``, and always while tracing or exporting, writes
+    the same sum as `matmul_dynamic_conv`: without data-dependent conv weights, so the graph is
+    valid at any batch size, and with a backward pass ~5x cheaper on CPU than the grouped
+    convolution's (forward + backward at ``[32, 32, 96, 96]``, bfloat16: 29 ms against 135 ms).
     """
     b, c, h, w = x.shape
     k = weight.shape[-1]
-    if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
-        out = F.conv2d(x.reshape(1, b * c, h, w), weight, bias, padding=k // 2, groups=b)
-        return out.reshape(b, 1, h, w)
-    return export_friendly_dynamic_conv(x, weight, bias, selector)
+    if matmul or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return matmul_dynamic_conv(x, weight, bias, selector)
+    out = F.conv2d(x.reshape(1, b * c, h, w), weight, bias, padding=k // 2, groups=b)
+    return out.reshape(b, 1, h, w)
 
 
-def export_friendly_dynamic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                 selector: torch.Tensor) -> torch.Tensor:
-    """`dynamic_conv` as a batched matmul plus a constant conv (same shapes and result up to
-    float rounding)."""
+def matmul_dynamic_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                        selector: torch.Tensor) -> torch.Tensor:
+    """`dynamic_conv` as a batched matmul that projects ``x`` onto each of the ``k*k`` taps, plus
+    one constant conv (``selector`` from `tap_selector`) that shifts and sums them (same shapes
+    and result up to float rounding)."""
     b, c, h, w = x.shape
     k = weight.shape[-1]
     per_tap = torch.bmm(weight.reshape(b, c, k * k).transpose(1, 2), x.reshape(b, c, h * w))
@@ -78,8 +79,10 @@ class Projector(nn.Module):
         return weight, params[:, -1]
 
     def similarity(self, z_v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, 1, H, W]``: each sample's ``z_v`` convolved with its own kernel."""
-        return dynamic_conv(z_v, weight, bias, self.selector)
+        """Logits ``[B, 1, H, W]``: each sample's ``z_v`` convolved with its own kernel (in
+        training mode as a matmul, whose backward is cheaper; in eval mode as the official code
+        computes it)."""
+        return dynamic_conv(z_v, weight, bias, self.selector, matmul=self.training)
 
     def forward(self, fq: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         weight, bias = self.text_kernel(state)

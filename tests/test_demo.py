@@ -8,7 +8,6 @@ against the target shape's ground truth."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import queue
 import signal
@@ -287,9 +286,4 @@ def test_the_readme_command_runs_the_demo_model_on_the_synthetic_video(tmp_path,
         near = cv2.dilate(truth[k].astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)  # + the contour
         on_target.append((changed & near).sum() / max(changed.sum(), 1))
         covered.append((changed & truth[k])[60:].sum() / max(truth[k][60:].sum(), 1))
-    on_the_shape = np.median(on_target) >= 0.9 and np.median(covered) >= 0.7
-    card = json.loads(demo_checkpoint().with_suffix(".json").read_text())
-    if not on_the_shape and card["held_out"]["mIoU"] < 0.85:
-        pytest.xfail(f"the shipped demo model is an interim one (held-out mIoU {card['held_out']['mIoU']:.3f} "
-                     "< 0.85 target): its overlay misses the target shape")
-    assert on_the_shape, (on_target, covered)
+    assert np.median(on_target) >= 0.9 and np.median(covered) >= 0.7, (on_target, covered)

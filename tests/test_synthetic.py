@@ -337,6 +337,21 @@ def test_scene_frames_move_smoothly_with_one_expression():
     assert not np.array_equal(frames[0].image, frames[-1].image)
 
 
+def test_demo_scene_keeps_the_objects_as_far_apart_as_training_scenes():
+    """The demo video's objects never come closer than `sample_objects` places them (centres at
+    least 0.9x the sum of their circumradii apart) in any frame, so it shows scenes like those
+    the demo model learnt from; before, a ring could drift onto a triangle."""
+    from cris_edge.demo import defaults
+
+    frames = list(scene_frames(defaults.VIDEO_FRAMES, defaults.VIDEO_SEED))
+    closest = min(np.hypot(a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]) / (a.radius + b.radius)
+                  for f in frames for i, a in enumerate(f.objects) for b in f.objects[:i])
+    assert closest >= 0.9
+    moved = [np.hypot(f.objects[0].centre[0] - frames[0].objects[0].centre[0],
+                      f.objects[0].centre[1] - frames[0].objects[0].centre[1]) for f in frames]
+    assert max(moved) > 20  # still a moving scene
+
+
 def test_render_video(tmp_path):
     path = tmp_path / "clip.mp4"
     expression = render_video(path, num_frames=6, fps=10, seed=1)

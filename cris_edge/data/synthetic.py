@@ -32,8 +32,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .synthetic_scene import (COLOURS, SHAPES, SIZES, SceneObject, SyntheticConfig, draw_objects, make_object,
-                              render_background, sample_objects)
+from .synthetic_scene import (_MIN_GAP, COLOURS, SHAPES, SIZES, SceneObject, SyntheticConfig, draw_objects,
+                              make_object, render_background, sample_objects)
 
 __all__ = ["HELD_OUT_SEED_OFFSET", "POSITION_MARGIN", "MIN_VISIBLE", "COLOUR_WORDS",
            "SHAPE_WORDS", "SIZE_WORDS", "SceneObject", "SyntheticConfig", "SyntheticSample",
@@ -351,11 +351,33 @@ class SyntheticSceneDataset(_SeededScenes):
     _make = staticmethod(make_scene)
 
 
-def _bounce(p: float, lo: float, hi: float) -> float:
-    """Fold ``p`` into ``[lo, hi]`` as if it bounced off both ends."""
+#: Heading draws `scene_frames` tries in search of paths on which no two objects overlap.
+_HEADING_DRAWS = 500
+
+
+def _bounce(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Fold ``p`` into ``[lo, hi]`` (elementwise) as if it bounced off both ends."""
     span = hi - lo
     q = (p - lo) % (2 * span)
-    return lo + (2 * span - q if q > span else q)
+    return lo + np.where(q > span, 2 * span - q, q)
+
+
+def _paths(objects: list[SceneObject], velocity: np.ndarray, num_frames: int,
+           cfg: SyntheticConfig) -> np.ndarray:
+    """Centres ``[num_frames, N, 2]`` (x, y) of ``objects`` drifting at ``velocity [N, 2]``
+    pixels per frame and bouncing off the borders."""
+    frame = np.arange(num_frames)[:, None]
+    start = np.array([o.centre for o in objects])
+    lo = np.array([o.radius + 1 for o in objects])
+    return np.stack([_bounce(start[:, 0] + velocity[:, 0] * frame, lo, cfg.width - lo),
+                     _bounce(start[:, 1] + velocity[:, 1] * frame, lo, cfg.height - lo)], axis=-1)
+
+
+def _overlapping_frames(paths: np.ndarray, radii: np.ndarray) -> int:
+    """Frames in which two objects come closer than training scenes place them (`_MIN_GAP`)."""
+    distance = np.linalg.norm(paths[:, :, None] - paths[:, None], axis=-1)
+    close = distance < _MIN_GAP * (radii[:, None] + radii[None])
+    return int((close & ~np.eye(len(radii), dtype=bool)).any(axis=(1, 2)).sum())
 
 
 def scene_frames(num_frames: int, seed: int = 0, config: SyntheticConfig | None = None,
@@ -363,9 +385,11 @@ def scene_frames(num_frames: int, seed: int = 0, config: SyntheticConfig | None 
     """Frames of one scene whose shapes drift and bounce off the borders, for the demo video.
 
     The target is drawn on top (never occluded) and its colour + shape is unique in the scene,
-    so one expression ("the red disk") holds in every frame. Each frame is a
-    :class:`SyntheticSample` (``sentences`` = that one expression, ``seed`` = ``seed``).
-    ``speed`` is in fractions of ``min(height, width)`` per frame.
+    so one expression ("the red disk") holds in every frame. The headings are drawn so that the
+    objects keep the spacing of training scenes (only tips may overlap) in every frame: the first
+    of `_HEADING_DRAWS` draws that does, else the draw with the fewest frames that do not. Each
+    frame is a :class:`SyntheticSample` (``sentences`` = that one expression, ``seed`` =
+    ``seed``). ``speed`` is in fractions of ``min(height, width)`` per frame.
     """
     cfg = config or SyntheticConfig()
     rng = np.random.default_rng(seed)
@@ -381,16 +405,21 @@ def scene_frames(num_frames: int, seed: int = 0, config: SyntheticConfig | None 
     objects = [o for o in objects if o is not target] + [target]
     expression = "the " + _phrase_text(_Phrase(target.colour, target.shape), rng)
     background = render_background(rng, cfg.height, cfg.width)
-    headings = rng.uniform(0, 2 * np.pi, len(objects))
     step = speed * min(cfg.height, cfg.width)
-    velocity = step * np.stack([np.cos(headings), np.sin(headings)], axis=1)
+    radii = np.array([o.radius for o in objects])
+    best_overlaps, paths = None, None
+    for _ in range(_HEADING_DRAWS):
+        headings = rng.uniform(0, 2 * np.pi, len(objects))
+        candidate = _paths(objects, step * np.stack([np.cos(headings), np.sin(headings)], axis=1),
+                           num_frames, cfg)
+        overlaps = _overlapping_frames(candidate, radii)
+        if best_overlaps is None or overlaps < best_overlaps:
+            best_overlaps, paths = overlaps, candidate
+        if overlaps == 0:
+            break
     for f in range(num_frames):
-        moved = []
-        for o, (vx, vy) in zip(objects, velocity):
-            lo = o.radius + 1
-            centre = (_bounce(o.centre[0] + vx * f, lo, cfg.width - lo),
-                      _bounce(o.centre[1] + vy * f, lo, cfg.height - lo))
-            moved.append(make_object(o.shape, o.colour, o.size, centre, o.radius, o.angle, o.bgr))
+        moved = [make_object(o.shape, o.colour, o.size, (float(x), float(y)), o.radius, o.angle, o.bgr)
+                 for o, (x, y) in zip(objects, paths[f])]
         image, labels = draw_objects(background, moved)
         mask = (labels == len(moved)).astype(np.uint8)
         yield SyntheticSample(image, mask, [expression], moved[-1], moved, seed, len(moved) - 1)

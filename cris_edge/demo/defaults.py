@@ -23,6 +23,9 @@ log = logging.getLogger("cris_edge.demo")
 
 #: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
 VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
+#: Part of the cached video's name, raised whenever `scene_frames` draws other frames for the same
+#: seed (2: paths that keep the objects apart), so an older cached video is not reused.
+VIDEO_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -61,7 +64,7 @@ def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:
     from ..data.synthetic import render_video
 
     folder = (cache or cache_dir()) / "demo"
-    stem = f"scene-seed{VIDEO_SEED}-{VIDEO_FRAMES}f"
+    stem = f"scene-v{VIDEO_VERSION}-seed{VIDEO_SEED}-{VIDEO_FRAMES}f"
     video, meta = folder / f"{stem}.mp4", folder / f"{stem}.json"
     if video.is_file() and meta.is_file():
         return video, json.loads(meta.read_text())["expression"]

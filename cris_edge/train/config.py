@@ -190,16 +190,19 @@ class RunConfig:
 
     def input_size(self, epoch: int) -> int:
         """The training input size of 0-based ``epoch`` (see ``TrainSettings.sizes``)."""
-        starts = [k for k in self.train.sizes if k <= epoch]
-        return self.train.sizes[max(starts)] if starts else self.model.input_size
+        return _scheduled(self.train.sizes, epoch, self.model.input_size)
 
     def pairs_per_image(self, epoch: int) -> int:
         """The (referent, sentence) pairs per image of 0-based ``epoch`` (see
         ``TrainSettings.pairs_per_image``)."""
         pairs = self.train.pairs_per_image
-        if not isinstance(pairs, Mapping):
-            return int(pairs)
-        return pairs[max(k for k in pairs if k <= epoch)]
+        return _scheduled(pairs, epoch, None) if isinstance(pairs, Mapping) else int(pairs)
+
+
+def _scheduled(schedule: Mapping[int, int], epoch: int, default: Optional[int]) -> Optional[int]:
+    """The value of ``{first_epoch: value}`` at ``epoch``; ``default`` before its first entry."""
+    starts = [k for k in schedule if k <= epoch]
+    return schedule[max(starts)] if starts else default
 
 
 def _plain(value: Any) -> Any:

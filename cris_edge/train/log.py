@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 #: Columns of log.csv, in order (empty where not measured, e.g. no validation that epoch).
-COLUMNS = ("epoch", "input_size", "pairs", "lr_backbone", "lr_head", "loss", "bce", "dice", "category", "sd_image", "sd_text", "val_mIoU",
-           "val_oIoU", "val_Prec@0.5", "val_Prec@0.7", "val_Prec@0.9", "epoch_s", "epoch_cpu_s",
+COLUMNS = ("epoch", "input_size", "pairs", "lr_backbone", "lr_head", "loss", "bce", "dice", "category", "sd_image",
+           "sd_text", "val_mIoU", "val_oIoU", "val_Prec@0.5", "val_Prec@0.7", "val_Prec@0.9", "epoch_s", "epoch_cpu_s",
            "samples_per_s")
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ import sys
 
 import numpy as np
 
+from cris_edge.constants import CLIP_MEAN, CLIP_STD, THRESHOLD
+
 FRAMES = {"720p": (720, 1280), "1080p": (1080, 1920)}
 S, C, GRID = 416, 256, 104
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _time_us(torch, fn, iters: int, warmup: int = 20) -> float:
@@ -87,10 +87,10 @@ def bench_sim_upsample(torch, F, frame_hw, batch, dtype):
         prob = torch.sigmoid(logits.reshape(batch, 1, GRID, GRID))
         up = F.interpolate(prob, size=(S, S), mode="bicubic", align_corners=True)
         frame = F.grid_sample(up, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
-        return (frame > 0.35).to(torch.uint8)
+        return (frame > THRESHOLD).to(torch.uint8)
 
     def fused():
-        return torch.ops.cris_edge.sim_upsample(z, k, b, S, S, theta, h, w, True, 0.35)
+        return torch.ops.cris_edge.sim_upsample(z, k, b, S, S, theta, h, w, True, THRESHOLD)
 
     elem = z.element_size()
     compulsory = (z.numel() + k.numel() + b.numel()) * elem + batch * h * w + 2 * batch * GRID * GRID * 4

@@ -104,10 +104,11 @@ def _check_counts(args) -> None:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
 
 
-def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, dict]]:
-    """``--engine`` bundles by precision; UsageError for a missing or damaged one, or two of one
-    precision."""
-    from cris_edge.export.bundle import BundleError, load_bundle_config
+def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, object]]:
+    """``--engine`` bundles (path, `Bundle`) by precision; UsageError for a missing or damaged
+    one, or two of one precision."""
+    from cris_edge import bundle as bundle_format
+    from cris_edge.bundle import BundleError
 
     found = {}
     for path in paths:
@@ -116,13 +117,13 @@ def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, dict]]:
         if not path.is_dir():
             raise UsageError(f"--engine {path}: not a directory; pass the bundle directory cris-export wrote")
         try:
-            config = load_bundle_config(path)
+            config = bundle_format.read(path)
         except BundleError as err:
             raise UsageError(f"--engine {path}: {err}") from None
-        if config["precision"] in found:
-            raise UsageError(f"--engine: two {config['precision']} bundles ({found[config['precision']][0]}, {path})")
-        found[config["precision"]] = (path, config)
-    sizes = {c["input_size"] for _, c in found.values()}
+        if config.precision in found:
+            raise UsageError(f"--engine: two {config.precision} bundles ({found[config.precision][0]}, {path})")
+        found[config.precision] = (path, config)
+    sizes = {c.input_size for _, c in found.values()}
     if len(sizes) > 1:
         raise UsageError(f"--engine bundles have different input sizes {sorted(sizes)}: the rows must share one")
     return found
@@ -132,7 +133,7 @@ def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, dict]]:
 def _checkpoint(args, bundles: dict) -> tuple[Optional[Path], Optional[str]]:
     """(checkpoint, None) or (None, why the PyTorch rows cannot run)."""
     from cris_edge.assets import demo_checkpoint
-    from cris_edge.export.bundle import sha256_file
+    from cris_edge.bundle import sha256_file
 
     if args.checkpoint is not None:
         if not args.checkpoint.is_file():
@@ -161,7 +162,7 @@ def _model_config(args, checkpoint: Optional[Path], bundles: dict):
         return load_cris(checkpoint, args.config).config
     if args.config is not None:
         return resolve_config(args.config)
-    return resolve_config(next(iter(bundles.values()))[1]["model"])
+    return resolve_config(dict(next(iter(bundles.values()))[1].model))
 
 
 def _has_torch() -> bool:
@@ -173,7 +174,7 @@ def _settings(args, bundles: dict, native: int, word_len: int) -> Settings:
     """The run's protocol; its deviations from the official one are recorded (and printed)."""
     size = args.input_size or PROTOCOL["input_size"]
     if bundles:
-        bundle_size = next(iter(bundles.values()))[1]["input_size"]
+        bundle_size = next(iter(bundles.values()))[1].input_size
         if args.input_size is not None and args.input_size != bundle_size:
             raise UsageError(f"--input-size {args.input_size}, but the --engine bundles take {bundle_size}")
         size = bundle_size
@@ -243,11 +244,11 @@ def _bundle_rows(backend: str, precisions, bundles: dict) -> list[RowSpec]:
     return rows
 
 
-def _tensorrt_problem(path: Path, config: dict) -> Optional[str]:
-    """Why TensorRT cannot run the bundle at ``path`` here, or None."""
-    from cris_edge.export.bundle import EngineMismatchError
+def _tensorrt_problem(path: Path, config) -> Optional[str]:
+    """Why TensorRT cannot run the bundle at ``path`` (its `Bundle` ``config``) here, or None."""
+    from cris_edge.bundle import EngineMismatchError
     from cris_edge.runtime.backends.base import BackendUnavailableError
-    from cris_edge.runtime.backends.tensorrt import check_tensorrt
+    from cris_edge.runtime.backends.trt_check import check_tensorrt
 
     try:
         check_tensorrt(path, config)

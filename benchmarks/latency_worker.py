@@ -89,9 +89,13 @@ def open_segmenter(row: RowSpec, settings: Settings):
     from cris_edge.runtime.segmenter import Segmenter
 
     if row.backend == "pytorch":
+        import torch
         from torch_variants import TorchVariantBackend
-        backend = TorchVariantBackend(row.checkpoint, row.model_config, settings.device, settings.threads,
-                                      row.precision, row.variant == "cuda-graph")
+
+        if settings.threads:  # torch's threads are process-wide: this worker process runs one row
+            torch.set_num_threads(settings.threads)
+        backend = TorchVariantBackend(row.checkpoint, row.model_config, settings.device, row.precision,
+                                      row.variant == "cuda-graph")
         return Segmenter.from_backend(backend, "benchmark row")
     return Segmenter(row.bundle, row.backend, settings.device, threads=settings.threads)
 
@@ -168,9 +172,9 @@ def sizes(row: RowSpec) -> dict:
     """Bytes of what the row runs: the checkpoint, or the bundle's ONNX files / engines."""
     if row.backend == "pytorch":
         return {"checkpoint_bytes": Path(row.checkpoint).stat().st_size}
-    from cris_edge.export.bundle import load_bundle_config
+    from cris_edge import bundle as bundle_format
 
-    return common.bundle_sizes(Path(row.bundle), load_bundle_config(row.bundle))
+    return common.bundle_sizes(Path(row.bundle), bundle_format.read(row.bundle))
 
 
 def main(argv: list[str]) -> int:

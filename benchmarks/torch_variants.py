@@ -20,13 +20,17 @@ CAPTURE_WARMUP = 3
 
 
 class TorchVariantBackend(TorchBackend):
-    """`TorchBackend` in ``precision`` "fp32" or "fp16" (CUDA only: the model, image and text
-    features in half precision), optionally replaying the visual and head stages as CUDA graphs
-    (``cuda_graph``; one graph per input shape, captured on first use)."""
+    """`TorchBackend` of ``checkpoint`` in ``precision`` "fp32" or "fp16" (CUDA only: the model,
+    image and text features in half precision), optionally replaying the visual and head stages as
+    CUDA graphs (``cuda_graph``; one graph per input shape, captured on first use)."""
 
-    def __init__(self, checkpoint, config=None, device: Optional[str] = None, threads: Optional[int] = None,
-                 precision: str = "fp32", cuda_graph: bool = False):
-        super().__init__(checkpoint, config, device, threads)
+    def __init__(self, checkpoint, config=None, device: Optional[str] = None, precision: str = "fp32",
+                 cuda_graph: bool = False):
+        import torch
+
+        from cris_edge.model import load_cris
+
+        super().__init__(load_cris(checkpoint, config), device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch = self._torch
         on_cuda = self.device.type == "cuda"
         if (precision == "fp16" or cuda_graph) and not on_cuda:
@@ -48,7 +52,7 @@ class TorchVariantBackend(TorchBackend):
 
     def _visual(self, images: np.ndarray):
         torch = self._torch
-        with torch.inference_mode():
+        with self._inference():
             image = self._tensor(images)
             out = self._replay("visual", self.model.encode_image, (image,)) if self.cuda_graph \
                 else self.model.encode_image(image)
@@ -59,8 +63,7 @@ class TorchVariantBackend(TorchBackend):
     def _head(self, features, frame_index, word, pad_mask, state) -> np.ndarray:
         if not self.cuda_graph:
             return super()._head(features, frame_index, word, pad_mask, state)
-        torch = self._torch
-        with torch.inference_mode():
+        with self._inference():
             index = self._tensor(frame_index)
             inputs = (*(f.index_select(0, index) for f in features), self._tensor(word), self._tensor(pad_mask),
                       self._tensor(state))

@@ -3,9 +3,8 @@
     from cris_edge.export import ExportOptions, export_bundle
     result = export_bundle(ExportOptions(output="bundles/demo_fp16", precision="fp16"))
 
-The bundle reader (`cris_edge.export.bundle`) and the accuracy script
-(``python -m cris_edge.export.accuracy``) import neither torch nor this package's exporter, so
-they run on a device with only the runtime installed.
+The bundle format itself is `cris_edge.bundle`, shared with the runtime; the runtime never
+imports this package.
 """
 
 _EXPORTER = ("ExportOptions", "ExportResult", "export_bundle")

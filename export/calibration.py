@@ -21,17 +21,16 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
+from cris_edge.runtime.backends.onnxruntime import session
 from cris_edge.runtime.preprocess import preprocess
 from cris_edge.tokenizer import TokenBatch, get_tokenizer
 
 SYNTHETIC = "synthetic"
-#: First seed of the synthetic calibration scenes: above any training set (seeds [0, N)) of
-#: fewer than 500k samples and below the held-out range.
-CALIBRATION_SEED_OFFSET = 500_000
-assert CALIBRATION_SEED_OFFSET < HELD_OUT_SEED_OFFSET
+#: First seed of the synthetic calibration scenes: half way to the held-out range, so above any
+#: training set (seeds [0, N)) of fewer than 500k samples and below the held-out seeds.
+CALIBRATION_SEED_OFFSET = HELD_OUT_SEED_OFFSET // 2
 
 
 @dataclass(frozen=True)
@@ -99,10 +98,8 @@ def pairs(spec: CalibrationSpec, input_size: int, word_len: int) -> Iterator[tup
         yield preprocess(record.image, input_size).image, tokenizer.batch(record.sentences[0], word_len)
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+def _session(model: onnx.ModelProto):
+    return session(model.SerializeToString())
 
 
 def graph_feeds(spec: CalibrationSpec, graph: str, fp32_graphs: Mapping[str, onnx.ModelProto],

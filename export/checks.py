@@ -1,4 +1,4 @@
-"""Checks on exported graphs: the DESIGN.md section 3 rules, TensorRT's ONNX parser coverage, and
+"""Checks on exported graphs: the deployment rules of docs/design.md, TensorRT's ONNX parser coverage, and
 the op census.
 
 `tensorrt_problems` compares a graph with ``tensorrt_onnx_ops.json`` (beside this file): the
@@ -139,7 +139,7 @@ def _attribute_problems(node: onnx.NodeProto, limits: Mapping, values: Mapping[s
 
 
 def rule_problems(model: onnx.ModelProto, dynamic_outputs: bool = True) -> list[str]:
-    """Breaches of the deployment rules of DESIGN.md section 3: opset >= 17; Conv weights
+    """Breaches of the deployment rules (docs/design.md): opset >= 17; Conv weights
     constant (an initializer, or a DequantizeLinear of one); no ArgMax/ArgMin/Equal; every input
     and output ``[batch, static...]``; no subgraph left that depends on constants only."""
     problems = []

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .bundle import CONFIG_FILE, load_bundle_config
-from .manifest import write_config
+from cris_edge import bundle as bundle_format
+from cris_edge.bundle import CONFIG_FILE, Bundle, Engine, Graph
+
 from .plugin import LIBRARY, PLUGIN_ENV, find_library
 from .progress import Stages
 from .staging import staged_directory
@@ -20,13 +22,13 @@ from .tensorrt_build import (EngineBuildError, Profile, build_engine, engine_una
 DEFAULT_WORKSPACE_MIB = 1024
 
 
-def profiles(entry: dict, max_batch: int) -> dict[str, Profile]:
-    """Optimisation profile of one graph (a ``config["graphs"]`` entry): every input at batch 1
-    (min, opt) to ``max_batch`` (max), its other dimensions as exported."""
+def profiles(graph: Graph, max_batch: int) -> dict[str, Profile]:
+    """Optimisation profile of one graph: every input at batch 1 (min, opt) to ``max_batch``
+    (max), its other dimensions as exported."""
     shapes = {}
-    for io in entry["inputs"]:
-        rest = tuple(int(d) for d in io["shape"][1:])
-        shapes[io["name"]] = Profile((1, *rest), (1, *rest), (max_batch, *rest))
+    for io in graph.inputs:
+        rest = tuple(int(d) for d in io.shape[1:])
+        shapes[io.name] = Profile((1, *rest), (1, *rest), (max_batch, *rest))
     return shapes
 
 
@@ -36,37 +38,38 @@ def _timing_cache(cache_dir: Path) -> Path:
     return cache_dir / "tensorrt" / f"timing-{slug}-sm{gpu.compute_capability if gpu else 'x'}.cache"
 
 
-def build_all(bundle_dir: Path, config: dict, max_batch: int, workspace_mib: int, cache_dir: Path,
-              plugin_libraries: Sequence[Path] = ()) -> None:
-    """Build ``<graph>.engine`` for every graph in ``bundle_dir`` and record each engine's
-    metadata in ``config`` (in place; the caller writes it). ``plugin_libraries`` are loaded
-    for the head (its SimUpsample node needs one)."""
+def build_all(bundle_dir: Path, bundle: Bundle, max_batch: int, workspace_mib: int, cache_dir: Path,
+              plugin_libraries: Sequence[Path] = ()) -> Bundle:
+    """Build ``<graph>.engine`` for every graph in ``bundle_dir``; return ``bundle`` with the
+    engines recorded (the caller writes it). ``plugin_libraries`` are loaded for the head (its
+    SimUpsample node needs one)."""
     timing = _timing_cache(cache_dir)
-    versions = set()
-    for name, entry in config["graphs"].items():
-        entry["engine"] = build_engine(bundle_dir / entry["onnx"], bundle_dir / f"{name}.engine",
-                                       profiles(entry, max_batch), workspace_mib << 20, timing,
-                                       plugin_libraries if name == "head" else ())
-        versions.add(entry["engine"]["tensorrt"])
-    config["max_batch"] = max_batch
-    config["versions"]["tensorrt"] = versions.pop()
+    graphs, versions = {}, set()
+    for name, graph in bundle.graphs.items():
+        engine = Engine(**build_engine(bundle_dir / graph.onnx, bundle_dir / f"{name}.engine",
+                                       profiles(graph, max_batch), workspace_mib << 20, timing,
+                                       plugin_libraries if name == "head" else ()))
+        graphs[name] = dataclasses.replace(graph, engine=engine)
+        versions.add(engine.tensorrt)
+    return dataclasses.replace(bundle, graphs=graphs, max_batch=max_batch,
+                               versions={**bundle.versions, "tensorrt": versions.pop()})
 
 
 def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: int, cache_dir: Path,
-                         progress: bool = True, plugin_library: Optional[Path] = None) -> dict:
+                         progress: bool = True, plugin_library: Optional[Path] = None) -> Bundle:
     """``cris-export --engine-only``: (re)build the engines of an existing bundle on this
     machine, atomically (the bundle is rebuilt in a staging directory, then swapped in).
-    Returns the new config. ``max_batch`` None keeps the bundle's; ``plugin_library`` is used
+    Returns the new `Bundle`. ``max_batch`` None keeps the bundle's; ``plugin_library`` is used
     when the bundle has plugin nodes (default: `cris_edge.export.plugin.find_library`)."""
     bundle = Path(bundle)
-    config = load_bundle_config(bundle)
+    record = bundle_format.read(bundle)
     reason = engine_unavailable_reason()
     if reason is not None:
         raise EngineBuildError(f"cannot build TensorRT engines here: {reason}")
-    if not config.get("tensorrt_compatible", True):
+    if not record.tensorrt_compatible:
         raise EngineBuildError(f"bundle {bundle} is not meant for TensorRT (INT8 with ONNX Runtime's Q/DQ "
                                "placement); re-export it with --int8-placement tensorrt")
-    plugins = [find_library(plugin_library)] if config.get("plugins") else []
+    plugins = [find_library(plugin_library)] if record.plugins else []
     stages = Stages(total=2, enabled=progress, title="cris-export --engine-only")
     try:
         with staged_directory(bundle) as stage:
@@ -75,11 +78,11 @@ def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: 
                     if path.is_file() and path.suffix != ".engine" and path.name != CONFIG_FILE:
                         _link_or_copy(path, stage / path.name)
             with stages.step("building TensorRT engines"):
-                build_all(stage, config, max_batch or config["max_batch"], workspace_mib, cache_dir, plugins)
-            write_config(stage, config)
+                record = build_all(stage, record, max_batch or record.max_batch, workspace_mib, cache_dir, plugins)
+            record = bundle_format.write(stage, record)
     finally:
         stages.close()
-    return config
+    return record
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -89,22 +92,22 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def engine_instructions(bundle: Path, config: dict, reason: str, workspace_mib: int) -> str:
+def engine_instructions(bundle: Path, record: Bundle, reason: str, workspace_mib: int) -> str:
     """The note printed when an export built no engines: why, and the commands that build them
     on the target device (``cris-export --engine-only`` and the equivalent ``trtexec`` lines)."""
     first = f"No TensorRT engines built: {reason}. The ONNX bundle is complete."
-    if not config.get("tensorrt_compatible", True):
+    if not record.tensorrt_compatible:
         return first
     lines = [first, "On the target device (TensorRT 10.3+ and its GPU), build them with:",
              f"  cris-export --engine-only {bundle}",
              f"Equivalent trtexec lines, run in {bundle} (to inspect or profile a build; only "
              "--engine-only records the engines, their TensorRT version and GPU in config.json):"]
     libraries = []
-    if config.get("plugins"):
+    if record.plugins:
         libraries = [f"${PLUGIN_ENV}"]
         lines.append(f"(the head holds the SimUpsample plugin node: build {LIBRARY} on the device with "
                      f"`cmake -S cpp -B build && cmake --build build` and set {PLUGIN_ENV} to its path)")
-    for name, entry in config["graphs"].items():
-        lines.append("  " + trtexec_command(entry["onnx"], f"{name}.engine", profiles(entry, config["max_batch"]),
+    for name, graph in record.graphs.items():
+        lines.append("  " + trtexec_command(graph.onnx, f"{name}.engine", profiles(graph, record.max_batch),
                                             workspace_mib, libraries if name == "head" else ()))
     return "\n".join(lines)

@@ -25,8 +25,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper, version_converter
+
+from cris_edge.runtime.backends.onnxruntime import session
 
 from .checks import tensor_types
 from .onnx_passes import tidy
@@ -55,13 +56,11 @@ def overflowing_nodes(model: onnx.ModelProto, feeds: Iterable[Mapping[str, np.nd
     graph_outputs = {o.name for o in probe.graph.output}
     probe.graph.output.extend(helper.make_tensor_value_info(out, TensorProto.FLOAT, None)
                               for _, out in float_outputs if out not in graph_outputs)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    probe_session = session(probe.SerializeToString())
     names = [out for _, out in float_outputs]
     peak = dict.fromkeys(names, 0.0)
     for feed in feeds:
-        for name, value in zip(names, session.run(names, dict(feed))):
+        for name, value in zip(names, probe_session.run(names, dict(feed))):
             if value.size:
                 peak[name] = max(peak[name], float(np.nanmax(np.abs(value))))
     found: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""The three deployment graphs (DESIGN.md section 3) as torch modules, exported to ONNX.
+"""The three deployment graphs (docs/design.md) as torch modules, exported to ONNX.
 
     text    tokens int32 [B, L], eot_index int32 [B]               -> word [B, L, Dt], state [B, E]
     visual  image float [B, 3, S, S]                               -> c3, c4, c5
@@ -24,6 +24,7 @@ import onnx
 import torch
 from torch import nn
 
+from cris_edge.constants import EOT_ID, SOT_ID
 from cris_edge.model import CRIS
 
 from .onnx_passes import BATCH, fold_constants, tidy
@@ -104,7 +105,7 @@ def example_inputs(model: CRIS, name: str, batch: int = _EXAMPLE_BATCH) -> tuple
     s, length = cfg.input_size, cfg.word_len
     if name == "text":
         tokens = torch.zeros(batch, length, dtype=torch.int32)
-        tokens[:, 0], tokens[:, 1], tokens[:, 2] = 49406, 320, 49407  # SOT, "a", EOT
+        tokens[:, 0], tokens[:, 1], tokens[:, 2] = SOT_ID, 320, EOT_ID  # SOT, "a", EOT
         return tokens, torch.full((batch,), 2, dtype=torch.int32)
     if name == "visual":
         return (torch.zeros(batch, 3, s, s),)

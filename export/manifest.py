@@ -1,55 +1,29 @@
-"""The bundle's ``config.json``: what the runtime needs to run the graphs, and the file hashes.
-
-Schema (format version 1)::
-
-    format, format_version          "cris_edge.bundle", 1
-    created                          UTC ISO-8601 time of the export
-    model                            the CRIS config dict (CRISConfig.to_dict())
-    checkpoint                       {"file": name, "sha256": hex} of the exported checkpoint
-    input_size, word_len             S (image side) and L (tokens per text)
-    mean, std                        CLIP normalisation, RGB in [0, 1]
-    threshold                        mask threshold on the sigmoid (0.35)
-    precision                        "fp32" | "fp16" | "int8"
-    precision_details                how the precision was baked (see cris_edge.export.pipeline)
-    vocabulary                       file name of the tokenizer's BPE vocabulary
-    max_batch                        the largest batch engines are built for
-    tensorrt_compatible              whether the graphs are meant for TensorRT (False only for
-                                     INT8 with ONNX Runtime's Q/DQ placement)
-    head_output                      "logits" | "features" (z_v, kernel) | "plugin" (prob)
-    plugins                          null, or {"ops": ["cris_edge::SimUpsample"], "library":
-                                     "libcris_edge_trt_plugin.so"}: needed to build and run engines
-    graphs.{text,visual,head}        {"onnx": file, "precision": ..., "opset": n, "inputs": [io], "outputs": [io],
-                                      "engine": null | {"file", "tensorrt", "gpu",
-                                      "compute_capability", "bytes"}}
-                                     io = {"name", "dtype" (numpy name), "shape" (["batch", 3, ...])}
-    files                            {name: {"sha256": hex, "bytes": n}} for every other file
-    versions                         cris_edge, torch, onnx, onnxruntime, export opset (and tensorrt
-                                     once engines are built)
-"""
+"""What the exporter records in a bundle about its graphs (their inputs and outputs) and itself
+(time, versions). The bundle's schema is `cris_edge.bundle`."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-from pathlib import Path
-from typing import Any
+from importlib import metadata
 
 import onnx
 
-from .bundle import CONFIG_FILE, FORMAT, FORMAT_VERSION, sha256_file
+from cris_edge.bundle import Graph, TensorSpec
+
+from .graphs import OPSET
 
 
-def graph_io(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
-    """``{"inputs": [...], "outputs": [...]}`` of a graph: name, numpy dtype name and shape
-    (the dynamic dimension by its name, ``"batch"``)."""
-    def describe(value: onnx.ValueInfoProto) -> dict[str, Any]:
+def graph_entry(model: onnx.ModelProto, file: str, precision: str) -> Graph:
+    """The bundle's `Graph` record of ``model`` saved as ``file``: its opset and every input and
+    output's name, numpy dtype name and shape (the dynamic dimension by its name, ``"batch"``)."""
+    def describe(value: onnx.ValueInfoProto) -> TensorSpec:
         tensor = value.type.tensor_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        return {"name": value.name, "dtype": dtype.name,
-                "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim]}
+        return TensorSpec(value.name, dtype.name, tuple(d.dim_param or d.dim_value for d in tensor.shape.dim))
 
-    return {"inputs": [describe(v) for v in model.graph.input],
-            "outputs": [describe(v) for v in model.graph.output]}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return Graph(file, precision, opset, tuple(describe(v) for v in model.graph.input),
+                 tuple(describe(v) for v in model.graph.output), None)
 
 
 def utc_now() -> str:
@@ -57,12 +31,10 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def write_config(bundle_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """Fill ``config["files"]`` with the size and sha256 of every file in ``bundle_dir`` (but
-    ``config.json``) and write ``config.json``; return the config."""
-    config["files"] = {
-        path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-        for path in sorted(bundle_dir.iterdir()) if path.is_file() and path.name != CONFIG_FILE}
-    config["format"], config["format_version"] = FORMAT, FORMAT_VERSION
-    (bundle_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    return config
+def versions() -> dict[str, object]:
+    """Versions of cris_edge and the tools an export uses, and the export opset."""
+    import onnxruntime as ort
+    import torch
+
+    return {"cris_edge": metadata.version("cris-edge"), "torch": torch.__version__.split("+")[0],
+            "onnx": onnx.__version__, "onnxruntime": ort.__version__, "opset": OPSET}

@@ -10,8 +10,9 @@ run time.
 from __future__ import annotations
 
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
+
+from cris_edge.runtime.backends.onnxruntime import session
 
 #: Name of the dynamic batch dimension of every graph input and output.
 BATCH = "batch"
@@ -49,11 +50,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         onnx.helper.make_graph(folded, "constants", [], [onnx.ValueInfoProto(name=n) for n in outputs],
                                [init for init in model.graph.initializer if init.name in read]),
         opset_imports=model.opset_import, ir_version=model.ir_version)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    values = session.run(outputs, {})
+    values = session(sub.SerializeToString(), optimize=False).run(outputs, {})
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]

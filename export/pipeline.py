@@ -9,46 +9,37 @@ how to build them on the target); rename the staging directory into place.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
 import onnx
-import onnxruntime as ort
 import torch
 
+from cris_edge import bundle as bundle_format
 from cris_edge.assets import demo_checkpoint
+from cris_edge.bundle import (Bundle, Calibration, Checkpoint, Fp16Details, Int8Details, Plugins, PrecisionDetails,
+                              sha256_file)
+from cris_edge.constants import CLIP_MEAN, CLIP_STD, THRESHOLD
 from cris_edge.model import load_cris
-from cris_edge.runtime.preprocess import CLIP_MEAN, CLIP_STD
+from cris_edge.paths import cache_dir
 from cris_edge.tokenizer import find_vocab
 
 from . import fp16, int8, plugin
-from .bundle import sha256_file
 from .calibration import CalibrationSpec, graph_feeds
 from .checks import check_graph, rule_problems
 from .engines import DEFAULT_WORKSPACE_MIB, build_all, engine_instructions
-from .graphs import GRAPH_NAMES, HEAD_OUTPUTS, OPSET, export_graph
-from .manifest import graph_io, utc_now, write_config
+from .graphs import GRAPH_NAMES, HEAD_OUTPUTS, export_graph
+from .manifest import graph_entry, utc_now, versions
 from .progress import Stages
 from .staging import check_output, staged_directory
 from .tensorrt_build import engine_unavailable_reason
 
-PRECISIONS = ("fp32", "fp16", "int8")
-THRESHOLD = 0.35
+PRECISIONS = bundle_format.PRECISIONS
 DEFAULT_MAX_BATCH = 8
 #: Calibration samples the FP16 overflow scan runs (the first of the calibration set).
 OVERFLOW_SCAN_SAMPLES = 16
-
-
-def default_cache_dir() -> Path:
-    """``$CRIS_EDGE_CACHE``, else ``$XDG_CACHE_HOME/cris_edge``, else ``~/.cache/cris_edge``:
-    calibration ranges and TensorRT timing caches."""
-    if os.environ.get("CRIS_EDGE_CACHE"):
-        return Path(os.environ["CRIS_EDGE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cris_edge"
 
 
 @dataclass
@@ -68,7 +59,7 @@ class ExportOptions:
     plugin_library: Optional[Path] = None
     max_batch: int = DEFAULT_MAX_BATCH
     workspace_mib: int = DEFAULT_WORKSPACE_MIB
-    cache_dir: Path = field(default_factory=default_cache_dir)
+    cache_dir: Path = field(default_factory=cache_dir)
     build_engines: bool = True
     progress: bool = True
 
@@ -88,11 +79,11 @@ class ExportOptions:
 
 @dataclass
 class ExportResult:
-    """A finished export: the bundle, its config, seconds per stage, and (when no engines were
-    built) the reason and the commands that build them on the target."""
+    """A finished export: the bundle's directory, its ``config.json`` as a `Bundle`, seconds per
+    stage, and (when no engines were built) the reason and the commands that build them on the target."""
 
     bundle: Path
-    config: dict
+    config: Bundle
     timings: dict[str, float]
     engine_note: Optional[str] = None
 
@@ -119,11 +110,11 @@ def export_bundle(options: ExportOptions) -> ExportResult:
                 graphs[name] = export_graph(model, name, options.head_output)
                 _check_rules(graphs[name], name)
         cfg = model.config
-        final, details = graphs, {}
+        final, precisions, details = graphs, {name: "fp32" for name in graphs}, PrecisionDetails("float32")
         if options.precision != "fp32":
             with stages.step(f"baking {options.precision}"):
                 bake = _bake_fp16 if options.precision == "fp16" else _bake_int8
-                final, details = bake(graphs, options, cfg.input_size, cfg.word_len, stages)
+                final, precisions, details = bake(graphs, options, cfg.input_size, cfg.word_len, stages)
         if options.head_output == "plugin":
             final = {**final, "head": plugin.attach_sim_upsample(final["head"], cfg.input_size)}
         with stages.step("checking the graphs"):
@@ -134,16 +125,17 @@ def export_bundle(options: ExportOptions) -> ExportResult:
                     _check_rules(graph, name)
         with staged_directory(options.output) as stage:
             with stages.step("writing the bundle"):
-                config = _write_bundle(stage, final, model, checkpoint, options, details, tensorrt_target)
+                record = _write_graphs(stage, final, precisions, model, checkpoint, options, details, tensorrt_target)
             if engines_reason is None:
                 with stages.step("building TensorRT engines"):
-                    build_all(stage, config, options.max_batch, options.workspace_mib, options.cache_dir, plugins)
-            write_config(stage, config)
+                    record = build_all(stage, record, options.max_batch, options.workspace_mib, options.cache_dir,
+                                       plugins)
+            record = bundle_format.write(stage, record)
     finally:
         stages.close()
-    note = None if engines_reason is None else engine_instructions(options.output, config, engines_reason,
+    note = None if engines_reason is None else engine_instructions(options.output, record, engines_reason,
                                                                    options.workspace_mib)
-    return ExportResult(options.output, config, stages.timings, note)
+    return ExportResult(options.output, record, stages.timings, note)
 
 
 def _check_rules(graph: onnx.ModelProto, name: str) -> None:
@@ -163,15 +155,16 @@ def _overflow_scan(graphs, options: ExportOptions, input_size: int, word_len: in
     return scan, kept
 
 
-def _fp16_details(scan: CalibrationSpec, kept: dict) -> dict:
-    return {"fp32_ops": sorted(fp16.FP32_OPS), "overflow_limit": fp16.FP16_SAFE_MAX,
-            "overflow_scan": scan.describe(), "fp32_nodes": kept}
+def _fp16_details(scan: CalibrationSpec, kept: dict) -> Fp16Details:
+    return Fp16Details(tuple(sorted(fp16.FP32_OPS)), float(fp16.FP16_SAFE_MAX), scan.describe(),
+                       {name: tuple(nodes) for name, nodes in kept.items()})
 
 
 def _bake_fp16(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
+    """``(graphs, {graph: precision}, PrecisionDetails)`` of the FP16 bundle."""
     scan, kept = _overflow_scan(graphs, options, input_size, word_len, stages)
     out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in graphs.items()}
-    return out, {"graphs": {name: "fp16" for name in graphs}, **_fp16_details(scan, kept), "io": "float16"}
+    return out, {name: "fp16" for name in graphs}, PrecisionDetails("float16", fp16=_fp16_details(scan, kept))
 
 
 def _bake_int8(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
@@ -189,47 +182,34 @@ def _bake_int8(graphs, options: ExportOptions, input_size: int, word_len: int, s
         out[name] = int8.quantize_int8(graphs[name], feeds, cache_file, placement)
         keys[name] = key
     high = "fp16" if placement == "tensorrt" else "fp32"
-    details = {"graphs": {name: "int8" if name in int8.INT8_GRAPHS else high for name in graphs},
-               "placement": placement, "unquantized_layers": high, "calibration": {
-                   "data": spec.describe(), "samples": spec.size, "method": int8.CALIBRATION_METHOD.name,
-                   "cache_keys": keys, "reused_cache": reused},
-               "io": "float16" if high == "fp16" else "float32"}
+    precisions = {name: "int8" if name in int8.INT8_GRAPHS else high for name in graphs}
+    calibration = Calibration(spec.describe(), spec.size, int8.CALIBRATION_METHOD.name, keys, reused)
+    fp16_details = None
     if high == "fp16":
         scan, kept = _overflow_scan(graphs, options, input_size, word_len, stages)
         out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in out.items()}
-        details["fp16"] = _fp16_details(scan, kept)
-    return out, details
+        fp16_details = _fp16_details(scan, kept)
+    details = PrecisionDetails("float16" if high == "fp16" else "float32", fp16=fp16_details,
+                               int8=Int8Details(placement, high, calibration))
+    return out, precisions, details
 
 
-def _versions() -> dict[str, object]:
-    return {"cris_edge": metadata.version("cris-edge"), "torch": torch.__version__.split("+")[0],
-            "onnx": onnx.__version__, "onnxruntime": ort.__version__, "opset": OPSET}
-
-
-def _write_bundle(stage: Path, graphs, model, checkpoint: Path, options: ExportOptions, details: dict,
-                  tensorrt_target: bool) -> dict:
+def _write_graphs(stage: Path, graphs, precisions: dict, model, checkpoint: Path, options: ExportOptions,
+                  details: PrecisionDetails, tensorrt_target: bool) -> Bundle:
+    """Save the vocabulary and the graphs in ``stage``; their `Bundle` record (no engines yet;
+    `cris_edge.bundle.write` lists the files)."""
     vocab = find_vocab()
     shutil.copyfile(vocab, stage / vocab.name)
     entries = {}
     for name, graph in graphs.items():
         onnx.save(graph, stage / f"{name}.onnx")
-        entries[name] = {"onnx": f"{name}.onnx", "precision": details.get("graphs", {}).get(name, "fp32"),
-                         "opset": next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")),
-                         **graph_io(graph), "engine": None}
+        entries[name] = graph_entry(graph, f"{name}.onnx", precisions[name])
     cfg = model.config
-    return {
-        "format": None, "format_version": None,  # filled by write_config, kept first in the file
-        "created": utc_now(),
-        "model": cfg.to_dict(),
-        "checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)},
-        "input_size": cfg.input_size, "word_len": cfg.word_len,
-        "mean": list(CLIP_MEAN), "std": list(CLIP_STD), "threshold": THRESHOLD,
-        "precision": options.precision, "precision_details": details,
-        "vocabulary": vocab.name,
-        "max_batch": options.max_batch,
-        "tensorrt_compatible": tensorrt_target,
-        "head_output": options.head_output,
-        "plugins": {"ops": [plugin.QUALIFIED_OP], "library": plugin.LIBRARY} if options.head_output == "plugin" else None,
-        "graphs": entries,
-        "versions": _versions(),
-    }
+    return Bundle(
+        kind="cris", created=utc_now(), model=cfg.to_dict(),
+        checkpoint=Checkpoint(Path(checkpoint).name, sha256_file(checkpoint)),
+        input_size=cfg.input_size, word_len=cfg.word_len, mean=CLIP_MEAN, std=CLIP_STD, threshold=THRESHOLD,
+        precision=options.precision, precision_details=details, vocabulary=vocab.name,
+        max_batch=options.max_batch, tensorrt_compatible=tensorrt_target, head_output=options.head_output,
+        plugins=Plugins((plugin.QUALIFIED_OP,), plugin.LIBRARY) if options.head_output == "plugin" else None,
+        graphs=entries, versions=versions())

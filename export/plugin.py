@@ -17,23 +17,27 @@ only as TensorRT engines.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import onnx
-from onnx import helper
+from cris_edge import paths
+
+if TYPE_CHECKING:
+    import onnx
 
 DOMAIN = "cris_edge"
 OP = "SimUpsample"
 QUALIFIED_OP = f"{DOMAIN}::{OP}"
-LIBRARY = "libcris_edge_trt_plugin.so"
-PLUGIN_ENV = "CRIS_EDGE_TRT_PLUGIN"
+LIBRARY = paths.TRT_PLUGIN_LIBRARY
+PLUGIN_ENV = paths.TRT_PLUGIN_ENV
 
 
 def attach_sim_upsample(graph: onnx.ModelProto, input_size: int) -> onnx.ModelProto:
     """A copy of a head graph with outputs ``(z_v, weight, bias)`` whose single output is
     ``prob [batch, 1, S, S]``, computed by a SimUpsample node from those three tensors."""
+    import onnx  # here, not at import: building engines of a bundle (--engine-only) needs no onnx
+    from onnx import helper
+
     names = [o.name for o in graph.graph.output]
     if names != ["z_v", "weight", "bias"]:
         raise ValueError(f"SimUpsample needs a head graph with outputs z_v, weight, bias; this one has {names}")
@@ -51,13 +55,7 @@ def attach_sim_upsample(graph: onnx.ModelProto, input_size: int) -> onnx.ModelPr
 
 def find_library(explicit: Optional[Path] = None) -> Path:
     """The plugin library: ``explicit``, else ``$CRIS_EDGE_TRT_PLUGIN``, else ``build/`` of this
-    checkout. FileNotFoundError says how to build it."""
-    candidates = [explicit] if explicit else (
-        [Path(os.environ[PLUGIN_ENV])] if os.environ.get(PLUGIN_ENV)
-        else [Path(__file__).resolve().parent.parent / "build" / LIBRARY])
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise FileNotFoundError(f"TensorRT plugin library {LIBRARY} not found (looked at {candidates[0]}); build it "
-                            f"on this device with `cmake -S cpp -B build && cmake --build build`, then pass "
-                            f"--plugin-library or set ${PLUGIN_ENV}")
+    checkout (`cris_edge.paths.find_library`). FileNotFoundError says how to build it."""
+    return paths.find_library(LIBRARY, PLUGIN_ENV, explicit=explicit,
+                              how="build it on this device with `cmake -S cpp -B build && cmake --build build`, "
+                                  "then pass --plugin-library or set $" + PLUGIN_ENV)

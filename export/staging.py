@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .bundle import CONFIG_FILE
+from cris_edge.bundle import CONFIG_FILE
 
 
 def check_output(output: Path) -> None:

@@ -7,7 +7,7 @@
 ``libcris_edge_kernels.so`` (nvcc) holds the CUDA kernels and their C ABI
 (``csrc/cris_edge_kernels.h``); ``libcris_edge_host.so`` (a C++ compiler) holds their CPU twins
 (``csrc/cris_host.h``). Both land in :func:`default_dir` unless ``--out`` says otherwise, which is
-where :mod:`cris_edge.kernels.library` looks for them. CMake (``cpp/``) builds the same libraries.
+where :mod:`cris_edge.kernels.library` looks for them (`cris_edge.paths.kernels_dir`). CMake (``cpp/``) builds the same libraries.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cris_edge.paths import kernels_dir
+
+from .library import HOST_LIB, KERNELS_LIB
+
 CSRC = Path(__file__).resolve().parent / "csrc"
-KERNELS_LIB = "libcris_edge_kernels.so"
-HOST_LIB = "libcris_edge_host.so"
 
 # Turing, Ampere (A100, desktop), Jetson Orin, Ada, Hopper. CUDA 13 dropped sm_72 (Xavier);
 # JetPack 5/6's CUDA 11.4-12.x still builds these sources for it (--arch 72).
@@ -31,12 +33,6 @@ HOST_SOURCES = ("cris_host.cpp", "cris_status.cpp")
 # Host-side flags of both libraries: no FMA contraction of the bit-exact arithmetic (cris_math.h).
 # (exports.map keeps everything but the C ABI out of the dynamic symbol table.)
 HOST_FLAGS = ("-fPIC", "-ffp-contract=off")
-
-
-def default_dir() -> Path:
-    """``$CRIS_EDGE_LIB_DIR``, else ``~/.cache/cris_edge/lib``."""
-    env = os.environ.get("CRIS_EDGE_LIB_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "cris_edge" / "lib"
 
 
 def find_nvcc() -> str | None:
@@ -81,7 +77,7 @@ def build_kernels(out_dir: Path | None = None, archs=ARCHS, threads: int = 2) ->
     nvcc = find_nvcc()
     if nvcc is None:
         raise RuntimeError("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
-    out_dir = Path(out_dir or default_dir())
+    out_dir = Path(out_dir or kernels_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     _run(nvcc_command(nvcc, out_dir / KERNELS_LIB, archs, threads))
     return out_dir / KERNELS_LIB
@@ -90,7 +86,7 @@ def build_kernels(out_dir: Path | None = None, archs=ARCHS, threads: int = 2) ->
 def build_host(out_dir: Path | None = None, cxx: str | None = None) -> Path:
     """Build ``libcris_edge_host.so`` with ``cxx`` (``$CXX`` or g++); returns its path."""
     cxx = cxx or os.environ.get("CXX") or "g++"
-    out_dir = Path(out_dir or default_dir())
+    out_dir = Path(out_dir or kernels_dir())
     out_dir.mkdir(parents=True, exist_ok=True)
     _run(host_command(cxx, out_dir / HOST_LIB))
     return out_dir / HOST_LIB
@@ -99,7 +95,7 @@ def build_host(out_dir: Path | None = None, cxx: str | None = None) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cris_edge.kernels.build", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help=f"output directory ({default_dir()})")
+    parser.add_argument("--out", type=Path, default=None, help=f"output directory ({kernels_dir()})")
     parser.add_argument("--arch", action="append", default=None,
                         help=f"SM version, repeatable (default: {' '.join(ARCHS)})")
     parser.add_argument("--threads", type=int, default=2, help="parallel nvcc jobs")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cris_edge.constants import THRESHOLD
+
 from . import library
 
 
@@ -25,7 +27,7 @@ def _pointer(a: np.ndarray | None):
 
 def sim_upsample(z_v, kernel, bias, up_size: tuple[int, int], theta=None,
                  out_size: tuple[int, int] | None = None, mask: bool = False,
-                 threshold: float = 0.35) -> np.ndarray:
+                 threshold: float = THRESHOLD) -> np.ndarray:
     """SimUpsample on the CPU (see ``cris_sim_upsample`` in ``csrc/cris_edge_kernels.h``).
 
     ``z_v [B, C, h, w]``, ``kernel [B, C, 3, 3]``, ``bias [B]`` (any float dtype; computed in

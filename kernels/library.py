@@ -1,7 +1,7 @@
 """Find and load the kernel libraries with ctypes, with their C signatures.
 
 ``libcris_edge_kernels.so`` (CUDA, ``csrc/cris_edge_kernels.h``) is looked for at
-``$CRIS_EDGE_KERNELS_LIB`` if set, else in :func:`cris_edge.kernels.build.default_dir` and in
+``$CRIS_EDGE_KERNELS_LIB`` if set, else in :func:`cris_edge.paths.kernels_dir` and in
 ``build/`` of a source checkout (where ``cmake -S cpp -B build`` puts it). The CPU twin
 ``libcris_edge_host.so`` (``csrc/cris_host.h``) likewise, with ``$CRIS_EDGE_HOST_LIB``.
 Loading needs no GPU; the CUDA entry points report a missing driver as ``ERR_CUDA``.
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 from pathlib import Path
 
-from .build import HOST_LIB, KERNELS_LIB, default_dir
+from cris_edge.paths import LibraryNotFoundError, find_library, kernels_dir
+
+KERNELS_LIB = "libcris_edge_kernels.so"
+HOST_LIB = "libcris_edge_host.so"
 
 # cris_types.h
 ABI_VERSION = 1
@@ -52,10 +54,6 @@ _HOST_SIGNATURES = {
 }
 
 
-class LibraryNotFoundError(FileNotFoundError):
-    """A kernel library is not built (the message says how to build it)."""
-
-
 class KernelError(RuntimeError):
     """A C ABI call returned a non-zero status; ``status`` is it, the message says why."""
 
@@ -64,22 +62,10 @@ class KernelError(RuntimeError):
         self.status = status
 
 
-def _candidates(name: str, env: str) -> list[Path]:
-    if os.environ.get(env):
-        return [Path(os.environ[env])]
-    checkout_build = Path(__file__).resolve().parent.parent / "build" / name
-    return [default_dir() / name, checkout_build]
-
-
 def _locate(name: str, env: str, how: str) -> Path:
-    candidates = _candidates(name, env)
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
-    raise LibraryNotFoundError(
-        f"{name} is not built (looked in: {looked}). Build it with `{how}`, or with "
-        f"`cmake -S cpp -B build && cmake --build build`, or point ${env} at it.")
+    return find_library(name, env, [kernels_dir()],
+                        how=f"build it with `{how}`, or with `cmake -S cpp -B build && cmake --build build`, "
+                            f"or point ${env} at it")
 
 
 @functools.lru_cache(maxsize=None)

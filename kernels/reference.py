@@ -1,36 +1,22 @@
-"""Reference results of the fused kernels: the official CRIS steps, batched.
+"""Reference results of the fused kernels, for their tests: the official CRIS steps, batched.
 
-The similarity (the model's per-sample 3x3 convolution) is computed here in float64; everything
-after it is :mod:`cris_edge.runtime.postprocess`, the numpy + OpenCV reproduction of the official
-post-processing. (The Preprocess kernel's reference is :func:`cris_edge.runtime.preprocess.
-preprocess` itself.) No torch.
+Everything here is :mod:`cris_edge.runtime.postprocess`, the numpy + OpenCV reproduction of the
+official post-processing, from the similarity (the per-sample convolution, in float64) on.
+(The Preprocess kernel's reference is :func:`cris_edge.runtime.preprocess.preprocess` itself.)
+Only tests and benchmarks import this module. No torch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cris_edge.constants import THRESHOLD
 from cris_edge.runtime import postprocess
-
-
-def similarity_logits(z_v, kernel, bias) -> np.ndarray:
-    """``z_v [B, C, h, w]``, ``kernel [B, C, 3, 3]``, ``bias [B]`` -> float32 logits
-    ``[B, 1, h, w]``: each sample's 3x3 correlation with its own kernel, zero padding (the official
-    grouped ``F.conv2d``), accumulated in float64."""
-    z = np.asarray(z_v, dtype=np.float64)
-    k = np.asarray(kernel, dtype=np.float64)
-    batch, _, h, w = z.shape
-    padded = np.pad(z, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    logits = np.zeros((batch, h, w))
-    for dy in range(3):
-        for dx in range(3):
-            logits += np.einsum("bchw,bc->bhw", padded[:, :, dy:dy + h, dx:dx + w], k[:, :, dy, dx])
-    logits += np.asarray(bias, dtype=np.float64).reshape(batch, 1, 1)
-    return logits.astype(np.float32)[:, None]
+from cris_edge.runtime.postprocess import similarity_logits
 
 
 def sim_upsample(z_v, kernel, bias, input_size: int | tuple[int, int], inverse=None, frame_hw=None,
-                 mask: bool = False, threshold: float = 0.35) -> np.ndarray:
+                 mask: bool = False, threshold: float = THRESHOLD) -> np.ndarray:
     """What the SimUpsample kernel computes, the official way.
 
     Without ``inverse``: ``[B, 1, H, W]`` float32 probabilities at the input size (``S`` or

@@ -122,7 +122,7 @@ def _damaged(source: Path, target: Path, edit) -> Path:
     (lambda b: (b / "head.onnx").write_bytes((b / "head.onnx").read_bytes()[:-10]), "head.onnx: "),
     (lambda b: (b / "text.onnx").unlink(), "text.onnx: missing"),
     (lambda b: (b / "config.json").write_text((b / "config.json").read_text().replace(
-        '"format_version": 1', '"format_version": 2')), "format version 2"),
+        '"format_version": 2', '"format_version": 3')), "format version 3"),
     (lambda b: (b / "config.json").write_text((b / "config.json").read_text()[:-20]), "invalid JSON"),
     (lambda b: (b / "config.json").unlink(), "has no config.json"),
     (lambda b: (b / "config.json").write_text((b / "config.json").read_text().replace(

@@ -1,5 +1,5 @@
-"""Evaluation: metrics against hand-computed values, the PyTorch predictor against the official
-inference path, the protocol on oracle predictors, and the cris-eval command line."""
+"""Evaluation: metrics against hand-computed values, the PyTorch model's predictor against the
+official inference path, the protocol on oracle predictors, and the cris-eval command line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cris_edge.cli import evaluate as eval_cli
 from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset
 from cris_edge.eval.evaluate import evaluate
 from cris_edge.eval.metrics import SegmentationScores
-from cris_edge.eval.predictor import TorchPredictor
+from cris_edge.eval.predictor import SegmenterPredictor
 from cris_edge.model import build_cris, save_checkpoint
 from cris_edge.runtime.preprocess import preprocess
 from cris_edge.tokenizer import tokenize
@@ -58,20 +58,22 @@ def tiny_model():
 def test_predictor_matches_official_inference(tiny_model):
     sample = SyntheticReferDataset(1, 0)[0]
     sentences = sample.sentences[:3]
-    logits, box = TorchPredictor(tiny_model, batch_size=2).logits(sample.image, sentences)
+    predictor = SegmenterPredictor.from_model(tiny_model, batch_size=2)  # 3 sentences: two head passes
+    results = predictor.segmenter.run(sample.image, sentences, return_prob=True)
     image = torch.from_numpy(preprocess(sample.image, 64).image)
+    box = preprocess(sample.image, 64)
+    h, w = sample.image.shape[:2]
     for i, sentence in enumerate(sentences):
         with torch.no_grad():
             ref = tiny_model(image, torch.from_numpy(tokenize(sentence, 17)).long())
-        np.testing.assert_allclose(logits[i], ref[0].numpy(), atol=1e-5)
         # the official post-processing from these logits (engine.py: inference)
-        prob = torch.sigmoid(torch.from_numpy(logits[i:i + 1]))
-        prob = F.interpolate(prob, (64, 64), mode="bicubic", align_corners=True)[0, 0].numpy()
-        h, w = sample.image.shape[:2]
-        official = cv2.warpAffine(prob, box.inverse, (w, h), flags=cv2.INTER_CUBIC, borderValue=0.0) > 0.35
-        ours = TorchPredictor(tiny_model).predict(sample.image, [sentence])[0]
+        prob = F.interpolate(torch.sigmoid(ref), (64, 64), mode="bicubic", align_corners=True)[0, 0].numpy()
+        official = cv2.warpAffine(prob, box.inverse, (w, h), flags=cv2.INTER_CUBIC, borderValue=0.0)
+        np.testing.assert_allclose(results[i].prob, official, atol=1e-4)
+        ours = predictor.predict(sample.image, [sentence])[0]
         assert ours.dtype == np.uint8 and ours.shape == (h, w)
-        assert (ours.astype(bool) != official).mean() < 1e-3
+        assert (ours.astype(bool) != (official > 0.35)).mean() < 1e-3
+    assert tiny_model.training is False
 
 
 class Oracle:
@@ -152,5 +154,5 @@ def test_shipped_demo_model():
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert model.config.input_size == 384 and card["held_out"]["scenes"] >= 500
     scenes = SyntheticReferDataset(12, HELD_OUT_SEED_OFFSET)
-    summary = evaluate(TorchPredictor(model), scenes, progress=False).summary()
+    summary = evaluate(SegmenterPredictor.from_model(model), scenes, progress=False).summary()
     assert summary["mIoU"] > 0.8  # measured 0.902 on these 12 scenes (0.860 on the card's 500)

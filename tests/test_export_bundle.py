@@ -5,6 +5,7 @@ initialised cris_tiny in FP32 (through the CLI), FP16 and INT8 (about 1 min on 2
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -17,8 +18,8 @@ import pytest
 from cris_edge.cli.export import main as cris_export
 from cris_edge.export import pipeline
 from cris_edge.export.accuracy import evaluate
-from cris_edge.export.bundle import (BundleError, EngineMismatchError, check_engines, graph_path,
-                                     load_bundle_config, sha256_file)
+from cris_edge import bundle as bundle_format
+from cris_edge.bundle import BundleError, EngineMismatchError, Engine, check_engines, graph_path, sha256_file
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.pipeline import ExportOptions, export_bundle
 from cris_edge.export.staging import staged_directory
@@ -52,41 +53,47 @@ def test_cli_writes_a_complete_bundle_and_says_how_to_build_engines(fp32_bundle)
     bundle, printed = fp32_bundle
     assert f"cris-export --engine-only {bundle}" in printed
     assert printed.count("trtexec --onnx=") == 3 and "--stronglyTyped" in printed
-    config = load_bundle_config(bundle)  # verifies every sha256
-    assert sorted(config["files"]) == sorted([VOCAB_FILENAME, "text.onnx", "visual.onnx", "head.onnx"])
-    for name, meta in config["files"].items():
-        assert meta["sha256"] == sha256_file(bundle / name) and meta["bytes"] == (bundle / name).stat().st_size
-    assert config["precision"] == "fp32" and config["threshold"] == 0.35
-    assert config["input_size"] == 384 and config["word_len"] == 17 and config["model"]["vis_dim"] == 64
-    assert len(config["mean"]) == len(config["std"]) == 3
-    assert config["vocabulary"] == VOCAB_FILENAME
-    assert {"cris_edge", "torch", "onnx", "onnxruntime", "opset"} <= set(config["versions"])
-    head = config["graphs"]["head"]
-    assert [i["name"] for i in head["inputs"]] == ["c3", "c4", "c5", "word", "pad_mask", "state"]
-    assert head["inputs"][4] == {"name": "pad_mask", "dtype": "bool", "shape": ["batch", 17]}
-    assert head["outputs"] == [{"name": "logits", "dtype": "float32", "shape": ["batch", 1, 96, 96]}]
-    assert config["graphs"]["text"]["inputs"][0]["dtype"] == "int32" and head["engine"] is None
+    config = bundle_format.read(bundle)  # verifies every sha256
+    assert config.kind == "cris"
+    assert sorted(config.files) == sorted([VOCAB_FILENAME, "text.onnx", "visual.onnx", "head.onnx"])
+    for name, meta in config.files.items():
+        assert meta.sha256 == sha256_file(bundle / name) and meta.bytes == (bundle / name).stat().st_size
+    assert config.precision == "fp32" and config.threshold == 0.35
+    assert config.input_size == 384 and config.word_len == 17 and config.model["vis_dim"] == 64
+    assert len(config.mean) == len(config.std) == 3
+    assert config.vocabulary == VOCAB_FILENAME
+    assert {"cris_edge", "torch", "onnx", "onnxruntime", "opset"} <= set(config.versions)
+    head = config.graphs["head"]
+    assert [i.name for i in head.inputs] == ["c3", "c4", "c5", "word", "pad_mask", "state"]
+    assert head.inputs[4] == bundle_format.TensorSpec("pad_mask", "bool", ("batch", 17))
+    assert head.outputs == (bundle_format.TensorSpec("logits", "float32", ("batch", 1, 96, 96)),)
+    assert config.graphs["text"].inputs[0].dtype == "int32" and head.engine is None
+    raw = json.loads((bundle / "config.json").read_text())
+    assert list(raw)[:3] == ["format", "format_version", "kind"] and raw["format_version"] == 2
+    assert bundle_format.from_json(raw) == config
     assert not list(bundle.parent.glob(".tiny_fp32.*"))  # no staging leftovers
 
 
 def test_fp16_and_int8_bundles_run_the_full_chain(fp32_bundle, checkpoint, cache_dir, tmp_path):
     fp16 = _export(checkpoint, cache_dir, tmp_path / "fp16", "fp16")
     int8 = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")
-    c16, c8 = load_bundle_config(fp16), load_bundle_config(int8)
-    assert c16["graphs"]["visual"]["inputs"][0]["dtype"] == "float16"
-    assert c16["precision_details"]["graphs"] == {"text": "fp16", "visual": "fp16", "head": "fp16"}
-    assert c8["precision_details"]["graphs"] == {"text": "fp16", "visual": "int8", "head": "int8"}
-    assert c8["precision_details"]["placement"] == "tensorrt" and c8["tensorrt_compatible"]
-    assert c8["graphs"]["head"]["opset"] == 19 and c8["graphs"]["head"]["inputs"][0]["dtype"] == "float16"
-    sizes = {b: sum(m["bytes"] for m in load_bundle_config(b)["files"].values()) for b in (fp32_bundle[0], fp16)}
+    c16, c8 = bundle_format.read(fp16), bundle_format.read(int8)
+    assert c16.graphs["visual"].inputs[0].dtype == "float16"
+    assert {n: g.precision for n, g in c16.graphs.items()} == {"text": "fp16", "visual": "fp16", "head": "fp16"}
+    assert {n: g.precision for n, g in c8.graphs.items()} == {"text": "fp16", "visual": "int8", "head": "int8"}
+    assert c16.precision_details.io == "float16" and c16.precision_details.int8 is None
+    assert c8.precision_details.int8.placement == "tensorrt" and c8.tensorrt_compatible
+    assert c8.precision_details.fp16 is not None  # the unquantized layers are FP16 for TensorRT
+    assert c8.graphs["head"].opset == 19 and c8.graphs["head"].inputs[0].dtype == "float16"
+    sizes = {b: sum(m.bytes for m in bundle_format.read(b).files.values()) for b in (fp32_bundle[0], fp16)}
     assert sizes[fp16] < 0.6 * sizes[fp32_bundle[0]]
     scores = evaluate([fp32_bundle[0], fp16, int8], samples=4)
     assert scores[0].iou_vs_reference == 1.0
     assert scores[1].iou_vs_reference >= 0.98
-    assert all(set(s.ms_per_graph) == {"text", "visual", "head"} for s in scores)
+    assert all(set(s.ms_per_stage) == {"preprocess", "text", "visual", "head", "postprocess"} for s in scores)
     again = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")  # same model and data: cache reused
-    assert load_bundle_config(again)["precision_details"]["calibration"]["reused_cache"] == {"visual": True,
-                                                                                           "head": True}
+    assert bundle_format.read(again).precision_details.int8.calibration.reused_cache == {"visual": True,
+                                                                                       "head": True}
 
 
 def test_damaged_bundles_are_refused_with_the_file_named(fp32_bundle, tmp_path):
@@ -97,28 +104,29 @@ def test_damaged_bundles_are_refused_with_the_file_named(fp32_bundle, tmp_path):
     data[len(data) // 2] ^= 0xFF
     head.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="head.onnx: sha256 differs"):
-        load_bundle_config(bundle)
-    load_bundle_config(bundle, verify=False)
+        bundle_format.read(bundle)
+    bundle_format.read(bundle, verify=False)
     (bundle / "text.onnx").unlink()
     with pytest.raises(BundleError, match="text.onnx: missing"):
-        load_bundle_config(bundle)
+        bundle_format.read(bundle)
     (bundle / "config.json").write_text("{not json")
     with pytest.raises(BundleError, match="cannot read"):
-        load_bundle_config(bundle)
+        bundle_format.read(bundle)
     (bundle / "config.json").write_text(json.dumps({"format": "cris_edge.bundle", "format_version": 99}))
     with pytest.raises(BundleError, match="format version 99"):
-        load_bundle_config(bundle)
+        bundle_format.read(bundle)
     with pytest.raises(BundleError, match="no config.json"):
-        load_bundle_config(tmp_path)
-    config = load_bundle_config(fp32_bundle[0])
+        bundle_format.read(tmp_path)
+    config = bundle_format.read(fp32_bundle[0])
     with pytest.raises(BundleError, match="--engine-only"):
         graph_path(fp32_bundle[0], config, "head", "engine")
 
 
 def test_engines_for_another_tensorrt_or_gpu_are_refused(fp32_bundle):
-    config = load_bundle_config(fp32_bundle[0])
-    for entry in config["graphs"].values():
-        entry["engine"] = {"file": "x.engine", "tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}
+    config = bundle_format.read(fp32_bundle[0])
+    engine = Engine("x.engine", "10.3.0", "Orin", "8.7", 1)
+    config = dataclasses.replace(config, graphs={n: dataclasses.replace(g, engine=engine)
+                                                 for n, g in config.graphs.items()})
     check_engines("b", config, "10.3.0", "Orin", "8.7")
     for here in (("10.7.0", "Orin", "8.7"), ("10.3.0", "NVIDIA A100", "8.0")):
         with pytest.raises(EngineMismatchError, match="cris-export --engine-only b"):
@@ -126,7 +134,7 @@ def test_engines_for_another_tensorrt_or_gpu_are_refused(fp32_bundle):
 
 
 def test_bundle_reader_and_accuracy_script_do_not_import_torch():
-    code = ("import sys, cris_edge.export.bundle, cris_edge.export.accuracy; "
+    code = ("import sys, cris_edge.bundle, cris_edge.export.accuracy; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -177,9 +185,9 @@ def test_failed_export_keeps_the_old_bundle(fp32_bundle, checkpoint, cache_dir, 
     def fail(*args):
         raise OSError("disk full")  # the failure injected after the graphs are written
 
-    monkeypatch.setattr(pipeline, "write_config", fail)
+    monkeypatch.setattr(pipeline.bundle_format, "write", fail)
     with pytest.raises(OSError, match="disk full"):
         _export(checkpoint, cache_dir, bundle, "fp32")
     assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
-    assert load_bundle_config(bundle)["precision"] == "fp32"
+    assert bundle_format.read(bundle).precision == "fp32"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cris_edge.export.bundle import check_engines, load_bundle_config
+from cris_edge import bundle as bundle_format
+from cris_edge.bundle import Graph, TensorSpec, check_engines
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.engines import build_bundle_engines, profiles
 from cris_edge.export.pipeline import ExportOptions, export_bundle
@@ -20,9 +21,9 @@ needs_tensorrt = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"TensorRT e
 
 
 def test_profiles_and_trtexec_line_cover_batch_one_to_max():
-    entry = {"inputs": [{"name": "tokens", "dtype": "int32", "shape": ["batch", 17]},
-                        {"name": "eot_index", "dtype": "int32", "shape": ["batch"]}]}
-    shapes = profiles(entry, max_batch=4)
+    graph = Graph("text.onnx", "fp32", 18, (TensorSpec("tokens", "int32", ("batch", 17)),
+                                             TensorSpec("eot_index", "int32", ("batch",))), (), None)
+    shapes = profiles(graph, max_batch=4)
     assert shapes == {"tokens": Profile((1, 17), (1, 17), (4, 17)), "eot_index": Profile((1,), (1,), (4,))}
     line = trtexec_command("text.onnx", "text.engine", shapes, 512)
     assert line.startswith("trtexec --onnx=text.onnx --saveEngine=text.engine --stronglyTyped ")
@@ -45,16 +46,16 @@ def test_export_builds_strongly_typed_engines_and_records_them(checkpoint, preci
                             progress=False)
     result = export_bundle(options)
     assert result.engine_note is None
-    config = load_bundle_config(result.bundle)
+    config = bundle_format.read(result.bundle)
     gpu = find_gpu()
     import tensorrt as trt
 
     check_engines(result.bundle, config, trt.__version__, gpu.name, gpu.compute_capability)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    for name, entry in config["graphs"].items():
-        engine = runtime.deserialize_cuda_engine((result.bundle / entry["engine"]["file"]).read_bytes())
+    for name, graph in config.graphs.items():
+        engine = runtime.deserialize_cuda_engine((result.bundle / graph.engine.file).read_bytes())
         assert engine is not None, name
-        first = entry["inputs"][0]["name"]
+        first = graph.inputs[0].name
         assert tuple(engine.get_tensor_profile_shape(first, 0)[2])[0] == 3
     assert list((tmp_path / "cache" / "tensorrt").glob("timing-*.cache"))
 
@@ -63,7 +64,7 @@ def test_export_builds_strongly_typed_engines_and_records_them(checkpoint, preci
 def test_engine_only_rebuilds_an_onnx_bundle(checkpoint, tmp_path):
     bundle = export_bundle(ExportOptions(output=tmp_path / "b", precision="fp16", checkpoint=checkpoint,
                                          cache_dir=tmp_path / "cache", build_engines=False, progress=False)).bundle
-    assert all(e["engine"] is None for e in load_bundle_config(bundle)["graphs"].values())
+    assert all(g.engine is None for g in bundle_format.read(bundle).graphs.values())
     config = build_bundle_engines(bundle, max_batch=2, workspace_mib=256, cache_dir=tmp_path / "cache", progress=False)
-    assert config["max_batch"] == 2 and "tensorrt" in config["versions"]
-    assert all((bundle / e["engine"]["file"]).is_file() for e in load_bundle_config(bundle)["graphs"].values())
+    assert config.max_batch == 2 and "tensorrt" in config.versions
+    assert all((bundle / g.engine.file).is_file() for g in bundle_format.read(bundle).graphs.values())

@@ -17,14 +17,19 @@ import torch
 
 from cris_edge import Segmenter
 from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
-from cris_edge.export.bundle import EngineMismatchError, load_bundle_config
+from bundle_samples import make_bundle
+from cris_edge import bundle as bundle_format
+from cris_edge.bundle import EngineMismatchError
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.pipeline import ExportOptions, export_bundle
 from cris_edge.export.tensorrt_build import engine_unavailable_reason
 from cris_edge.model import build_cris, save_checkpoint
 from cris_edge.runtime.backends import cuda
 from cris_edge.runtime.backends.base import BackendUnavailableError
-from cris_edge.runtime.backends.tensorrt import PLUGIN_ENV, check_tensorrt, device_index, plugin_library
+from cris_edge.bundle import FileEntry, Plugins
+from cris_edge.paths import TRT_PLUGIN_ENV as PLUGIN_ENV
+from cris_edge.runtime.backends.trt_check import check_tensorrt, plugin_library
+from cris_edge.runtime.device import cuda_index, parse_device
 from cris_edge.runtime.postprocess import mask_iou
 
 
@@ -41,35 +46,45 @@ needs_tensorrt = pytest.mark.skipif(UNAVAILABLE is not None,
 
 
 @pytest.mark.parametrize("device, index", [(None, 0), ("cuda", 0), ("cuda:1", 1), (2, 2)])
-def test_device_index(device, index):
-    assert device_index(device) == index
+def test_cuda_index(device, index):
+    assert cuda_index(parse_device(device)) == index
 
 
-@pytest.mark.parametrize("device", ["cpu", "gpu", -1, "cuda:x", True])
-def test_device_index_refuses_non_cuda_devices(device):
+@pytest.mark.parametrize("device", ["gpu", -1, "cuda:x", True])
+def test_device_parsing_refuses_unknown_devices(device):
+    with pytest.raises(ValueError, match="device must be"):
+        parse_device(device)
+
+
+def test_cpu_is_no_cuda_device():
     with pytest.raises(ValueError, match="CUDA device"):
-        device_index(device)
+        cuda_index("cpu")
 
 
 def test_missing_plugin_library_says_how_to_build_it(tmp_path, monkeypatch):
     monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    listed = make_bundle(head_output="plugin", plugins=Plugins(("cris_edge::SimUpsample",), "libplugin.so"))
     with pytest.raises(ValueError, match=r"cmake -S cpp -B build(.|\n)*CRIS_EDGE_TRT_PLUGIN"):
-        plugin_library(tmp_path, "libcris_edge_trt_plugin_missing.so")
+        plugin_library(tmp_path, listed)
     (tmp_path / "libplugin.so").write_bytes(b"")
-    assert plugin_library(tmp_path, "libplugin.so") == tmp_path / "libplugin.so"
+    with pytest.raises(ValueError, match="libplugin.so not found"):  # not listed in the bundle: never loaded
+        plugin_library(tmp_path, listed)
+    listed = make_bundle(head_output="plugin", plugins=listed.plugins,
+                         files={**listed.files, "libplugin.so": FileEntry("0" * 64, 0)})
+    assert plugin_library(tmp_path, listed) == tmp_path / "libplugin.so"
     monkeypatch.setenv(PLUGIN_ENV, str(tmp_path / "elsewhere.so"))
     with pytest.raises(ValueError, match="elsewhere.so"):
-        plugin_library(tmp_path, "libplugin.so")
+        plugin_library(tmp_path, listed)
 
 
 def test_tensorrt_is_refused_with_the_reason():
-    config = {"graphs": {"text": {"engine": None}}, "tensorrt_compatible": True}
+    config = make_bundle()
     with pytest.raises(BackendUnavailableError, match="device 'cpu'"):
         check_tensorrt(Path("b"), config, "cpu")
     with pytest.raises(BackendUnavailableError, match="cris-export --engine-only b"):
         check_tensorrt(Path("b"), config)
     with pytest.raises(BackendUnavailableError, match="--int8-placement onnxruntime"):
-        check_tensorrt(Path("b"), {**config, "tensorrt_compatible": False})
+        check_tensorrt(Path("b"), make_bundle(tensorrt_compatible=False))
 
 
 def test_no_gpu_or_cuda_python_means_zero_devices_not_an_error():
@@ -162,7 +177,7 @@ def test_engines_of_another_tensorrt_or_gpu_are_refused(engine_bundles, tmp_path
     for entry in config["graphs"].values():
         entry["engine"]["tensorrt"] = "9.9.9"
     (bundle / "config.json").write_text(json.dumps(config))
-    load_bundle_config(bundle)
+    bundle_format.read(bundle)
     with pytest.raises(EngineMismatchError, match=f"cris-export --engine-only {bundle}"):
         Segmenter(bundle, backend="tensorrt")
     assert Segmenter(bundle).backend.startswith("onnxruntime")  # auto: falls back, saying why

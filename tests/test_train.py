@@ -22,7 +22,7 @@ from cris_edge.cli import train as train_cli
 from cris_edge.data.synthetic import SyntheticConfig, SyntheticReferDataset, SyntheticSceneDataset, make_scene
 from cris_edge.data.transforms import tokenize_quietly
 from cris_edge.eval.evaluate import evaluate
-from cris_edge.eval.predictor import TorchPredictor
+from cris_edge.eval.predictor import SegmenterPredictor
 from cris_edge.model import build_cris, load_cris
 from cris_edge.model.checkpoint import read_file
 from cris_edge.train.config import load_run_config
@@ -90,7 +90,7 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     data = TrainDataset(scenes, 64, 17)
     p = float(torch.stack([data[i][2] for i in range(80)]).mean())  # one pair per scene
     constant_bce = -(p * math.log(p) + (1 - p) * math.log(1 - p))
-    miou = evaluate(TorchPredictor(load_cris(tmp_path / "last.pth")), scenes, range(8), progress=False)
+    miou = evaluate(SegmenterPredictor.from_model(load_cris(tmp_path / "last.pth")), scenes, range(8), progress=False)
     whole_frame = np.mean([scenes[i].mask.mean() for i in range(8)])
     assert float(log[-1]["loss"]) < 0.7 * float(log[0]["loss"])
     assert float(log[-1]["bce"]) < 0.8 * constant_bce

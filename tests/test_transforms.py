@@ -141,7 +141,7 @@ def test_preprocess_batch_is_views_of_one_array():
         np.testing.assert_array_equal(box.image, preprocess(frame, 320, dtype=np.float16).image)
         np.testing.assert_array_equal(images[i], box.image[0])
     with pytest.raises(ValueError, match="at least one"):
-        preprocess_batch([])
+        preprocess_batch([], 320)
 
 
 def test_non_square_input():
@@ -158,7 +158,7 @@ def test_non_square_input():
 ])
 def test_preprocess_rejects_bad_arguments(bad, match):
     with pytest.raises(ValueError, match=match):
-        preprocess(make_frame((8, 8), "random"), **bad)
+        preprocess(make_frame((8, 8), "random"), **{"input_size": 64, **bad})
 
 
 # ---------------------------------------------------------------- letterbox matrices

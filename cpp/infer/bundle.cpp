@@ -11,7 +11,7 @@ namespace {
 
 constexpr char kConfigFile[] = "config.json";
 constexpr char kFormat[] = "cris_edge.bundle";
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;
 
 const Json& member(const Json& object, const std::string& key, const std::string& where) {
     const Json* v = object.find(key);
@@ -74,6 +74,8 @@ BundleConfig parse(const Json& root, const std::string& dir, const std::string& 
                                : std::string("(none)")) +
                           "; this cris_infer reads version " + std::to_string(kFormatVersion) +
                           ": re-export the bundle with a matching cris-export");
+    if (text_of(root, "kind", path) != "cris")
+        throw BundleError(path + ": kind \"" + text_of(root, "kind", path) + "\" is not a CRIS bundle, the only kind cris_infer runs");
     c.input_size = static_cast<int>(member(root, "input_size", path).as_int("input_size"));
     c.word_len = static_cast<int>(member(root, "word_len", path).as_int("word_len"));
     if (c.input_size < 1 || c.word_len < 2)

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..data.records import DatasetError
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
+from .extras import missing_extra
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cris-eval", description=__doc__.split("\n\n")[0],
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         print("cris-eval: error: --limit must be >= 1", file=sys.stderr)
         return 2
+    if args.batch_size < 1:
+        print(f"cris-eval: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
+    missing = None if args.engine else missing_extra("torch", "evaluating a PyTorch checkpoint (--engine BUNDLE "
+                                                              "evaluates a deployed model without it)")
+    if missing:
+        print(f"cris-eval: error: {missing}", file=sys.stderr)
+        return 2
     from ..data.sources import open_records
     from ..eval.evaluate import evaluate
     from ..eval.metrics import PREC_THRESHOLDS
@@ -90,23 +99,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predictor(args):
     """``(what is measured, where it runs, predictor, the model's saved data settings)``: a
-    deployed model through the runtime's `Segmenter`, or a PyTorch checkpoint (default: the
-    shipped demo model). A bundle carries no data settings: the dataset comes from the flags."""
-    if args.engine:
-        from ..runtime.predictor import SegmenterPredictor
+    deployed model or a PyTorch checkpoint (default: the shipped demo model), both through the
+    runtime's `Segmenter`. A bundle carries no data settings: the dataset comes from the flags."""
+    from ..eval.predictor import SegmenterPredictor
 
+    if args.engine:
         predictor = SegmenterPredictor.from_engine(args.engine, args.backend, args.device)
         segmenter = predictor.segmenter
         return f"{args.engine} ({segmenter.precision})", segmenter.backend, predictor, {}
-    import torch
-
     from ..assets import demo_checkpoint
-    from ..eval.predictor import TorchPredictor
+    from ..runtime.backends.pytorch import TorchBackend
+    from ..runtime.device import parse_device
+    from ..runtime.segmenter import Segmenter
 
     checkpoint = Path(args.checkpoint) if args.checkpoint else demo_checkpoint()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    predictor = TorchPredictor.from_checkpoint(checkpoint, args.config, device, batch_size=args.batch_size)
-    return checkpoint, device, predictor, dict(predictor.model.config.extra.get("data") or {})
+    backend = TorchBackend.from_checkpoint(checkpoint, args.config, parse_device(args.device), args.batch_size)
+    predictor = SegmenterPredictor(Segmenter.from_backend(backend, "a PyTorch checkpoint was given"))
+    return checkpoint, str(backend.device), predictor, dict(backend.model.config.extra.get("data") or {})
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .extras import missing_extra
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""),
@@ -48,16 +50,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sizes(bundle: Path, config: dict) -> str:
-    files = config["files"]
-    rows = [f"  {name:<34} {meta['bytes'] / 2**20:9.2f} MiB" for name, meta in files.items()]
-    total = sum(meta["bytes"] for meta in files.values())
-    return "\n".join([f"bundle {bundle} ({config['precision']}):", *rows, f"  {'total':<34} {total / 2**20:9.2f} MiB"])
+def _sizes(bundle: Path, config) -> str:
+    """The files of ``config`` (a `cris_edge.bundle.Bundle`) and their sizes, as printed lines."""
+    rows = [f"  {name:<34} {meta.bytes / 2**20:9.2f} MiB" for name, meta in config.files.items()]
+    total = sum(meta.bytes for meta in config.files.values())
+    return "\n".join([f"bundle {bundle} ({config.precision}):", *rows, f"  {'total':<34} {total / 2**20:9.2f} MiB"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from cris_edge.export.bundle import BundleError
+    if args.engine_only is None:
+        missing = missing_extra("export", "exporting a model")
+        if missing:
+            print(f"cris-export: error: {missing}", file=sys.stderr)
+            return 2
+    from cris_edge.bundle import BundleError
     from cris_edge.export.tensorrt_build import EngineBuildError
 
     try:
@@ -73,10 +80,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _engine_only(args) -> int:
     from cris_edge.export.engines import build_bundle_engines
-    from cris_edge.export.pipeline import default_cache_dir
+    from cris_edge.paths import cache_dir
 
     config = build_bundle_engines(args.engine_only, args.max_batch, args.workspace,
-                                  args.cache_dir or default_cache_dir(), progress=not args.quiet,
+                                  args.cache_dir or cache_dir(), progress=not args.quiet,
                                   plugin_library=args.plugin_library)
     print(_sizes(args.engine_only, config))
     return 0
@@ -84,7 +91,8 @@ def _engine_only(args) -> int:
 
 def _export(args) -> int:
     from cris_edge.export.calibration import CalibrationSpec
-    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, ExportOptions, default_cache_dir, export_bundle
+    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, ExportOptions, export_bundle
+    from cris_edge.paths import cache_dir
 
     stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
     options = ExportOptions(
@@ -94,7 +102,7 @@ def _export(args) -> int:
         int8_placement=args.int8_placement,
         head_output=args.head_output, plugin_library=args.plugin_library,
         max_batch=args.max_batch or DEFAULT_MAX_BATCH, workspace_mib=args.workspace,
-        cache_dir=args.cache_dir or default_cache_dir(), build_engines=not args.no_engines,
+        cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
         progress=not args.quiet)
     result = export_bundle(options)
     print(_sizes(result.bundle, result.config))

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ..data.records import DatasetError
+from .extras import missing_extra
 
 #: Splits converted by default, per (dataset, split_by).
 DEFAULT_SPLITS = {("refcoco", "unc"): ("train", "val", "testA", "testB"),
@@ -35,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_extra("train", "writing LMDB files", ("lmdb",))
+    if missing:
+        print(f"cris-prepare: error: {missing}", file=sys.stderr)
+        return 2
     from ..data.convert import refer_to_lmdb
     from ..data.refer import resolve_dataset
 

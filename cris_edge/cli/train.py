@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..data.records import DatasetError
+from .extras import missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    missing = missing_extra("train", "training", ("torch",))
+    if missing:
+        print(f"cris-train: error: {missing}", file=sys.stderr)
+        return 2
     from ..train.config import load_run_config
     from ..train.loop import train
 

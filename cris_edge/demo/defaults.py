@@ -11,15 +11,12 @@ exactly (the INT8 Q/DQ of a default export target TensorRT).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..export.bundle import BundleError, load_bundle_config, sha256_file
-
-log = logging.getLogger("cris_edge.demo")
+from ..paths import cache_dir
 
 #: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
 VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
@@ -28,34 +25,17 @@ VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
 VIDEO_VERSION = 2
 
 
-def cache_dir() -> Path:
-    """``$CRIS_EDGE_CACHE``, else ``$XDG_CACHE_HOME/cris_edge``, else ``~/.cache/cris_edge``."""
-    if os.environ.get("CRIS_EDGE_CACHE"):
-        return Path(os.environ["CRIS_EDGE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cris_edge"
-
-
 def demo_bundle(checkpoint: Optional[Path] = None, cache: Optional[Path] = None) -> Path:
     """The cached FP32 ONNX bundle of ``checkpoint`` (default: the shipped demo model), exported
     on first use (about 15 s on 2 CPU cores; needs the ``[export]`` extra)."""
     from ..assets import demo_checkpoint
 
-    checkpoint = Path(checkpoint) if checkpoint else demo_checkpoint()
-    bundle = (cache or cache_dir()) / "bundles" / f"{checkpoint.stem}-{sha256_file(checkpoint)[:16]}-fp32"
     try:
-        load_bundle_config(bundle)
-        return bundle
-    except BundleError:
-        pass
-    try:
-        from ..export import ExportOptions, export_bundle
+        from ..export.cached import cached_bundle
+        return cached_bundle(Path(checkpoint) if checkpoint else demo_checkpoint(), "fp32", cache=cache)
     except ImportError as err:
         raise RuntimeError(f"exporting the demo model needs the export extra ({err}): "
-                           "pip install -c constraints.txt -e '.[export]', or pass --engine BUNDLE") from None
-    log.info("first use of %s: exporting it to an ONNX bundle at %s (once)", checkpoint.name, bundle)
-    export_bundle(ExportOptions(output=bundle, precision="fp32", checkpoint=checkpoint, build_engines=False,
-                                progress=False, cache_dir=cache or cache_dir()))
-    return bundle
+                           "pip install -c constraints.txt '.[export]', or pass --engine BUNDLE") from None
 
 
 def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:

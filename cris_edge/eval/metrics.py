@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..runtime.postprocess import mask_overlap
+
 PREC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
@@ -27,10 +29,9 @@ class SegmentationScores:
     def add(self, pred: np.ndarray, target: np.ndarray) -> float:
         """Score one predicted mask against its ground truth (same ``[H, W]`` shape, non-zero =
         inside); returns the pair's IoU."""
-        pred, target = np.asarray(pred) != 0, np.asarray(target) != 0
-        if pred.shape != target.shape:
-            raise ValueError(f"prediction {pred.shape} and ground truth {target.shape} differ in shape")
-        inter, union = int(np.count_nonzero(pred & target)), int(np.count_nonzero(pred | target))
+        if np.shape(pred) != np.shape(target):
+            raise ValueError(f"prediction {np.shape(pred)} and ground truth {np.shape(target)} differ in shape")
+        inter, union = mask_overlap(pred, target)
         iou = 1.0 if union == 0 else inter / union
         self.ious.append(iou)
         self.intersections.append(inter)

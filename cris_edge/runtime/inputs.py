@@ -7,9 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .preprocess import three_channels
-
-COLORS = ("bgr", "rgb")
+from .preprocess import Frame, as_frame
 
 
 def check_texts(text) -> tuple[list[str], bool]:
@@ -34,22 +32,14 @@ def check_texts(text) -> tuple[list[str], bool]:
     return texts, single
 
 
-def check_color(color) -> str:
-    """``"bgr"`` or ``"rgb"``; anything else is a ValueError."""
-    if color not in COLORS:
-        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
-    return color
-
-
-def check_frame(frame, color: str = "bgr", where: str = "frame") -> np.ndarray:
-    """Validate one frame: a uint8 numpy array ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` (in
-    ``color`` order) or ``[H, W, 4]`` (BGRA/RGBA), not empty. Returns it unchanged; the message
-    of the ValueError starts with ``where``."""
+def check_frame(frame, color: str = "bgr", where: str = "frame") -> Frame:
+    """Validate one frame (a uint8 numpy array ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` in
+    ``color`` order or ``[H, W, 4]`` BGRA/RGBA, not empty) and bring it to three channels: the
+    `Frame` every backend takes. The message of the ValueError starts with ``where``."""
     try:
-        three_channels(frame, check_color(color))
+        return as_frame(frame, color)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
-    return frame
 
 
 def check_frames(frames) -> list[np.ndarray]:

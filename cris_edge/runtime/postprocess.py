@@ -3,7 +3,9 @@
 The official inference (``engine/engine.py`` of CRIS.pytorch) turns the network's logits
 ``[1, 1, h, w]`` (``h = H / 4``) into a frame mask: sigmoid -> ``F.interpolate(mode='bicubic',
 align_corners=True)`` to the input size ``(H, W)`` -> ``cv2.warpAffine`` with the inverse letterbox
-matrix (``cv2.INTER_CUBIC``, border 0) to the frame size -> ``> 0.35``.
+matrix (``cv2.INTER_CUBIC``, border 0) to the frame size -> ``> 0.35``. Before the sigmoid, a
+head that returns features (``z_v`` and the dynamic kernel) needs the similarity step,
+:func:`similarity_logits` of :func:`split_kernel`.
 
 Sizes are ``(height, width)``; an ``int`` input size ``S`` means ``(S, S)``.
 """
@@ -12,12 +14,51 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import math
+
 import cv2
 import numpy as np
 
+from ..constants import THRESHOLD
 from .preprocess import Letterbox, _size_hw
 
 _CUBIC_A = -0.75  # torch's bicubic kernel constant
+
+
+def split_kernel(z_v: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The head's ``kernel [N, C*k*k + 1]`` output (the projector's dynamic weights, then the
+    bias) -> ``(weight [N, C, k, k], bias [N])`` for ``z_v [N, C, h, w]``; ``k`` is the
+    projector's kernel size, read from the shapes."""
+    n, channels = z_v.shape[:2]
+    taps = (kernel.shape[1] - 1) / channels
+    k = math.isqrt(int(taps)) if taps == int(taps) else 0
+    if kernel.shape[0] != n or k * k != taps or k % 2 == 0:
+        raise ValueError(f"kernel {kernel.shape} is not [N, C*k*k + 1] (odd k) for z_v {z_v.shape}")
+    return kernel[:, :-1].reshape(n, channels, k, k), kernel[:, -1]
+
+
+def similarity_logits(z_v, weight, bias) -> np.ndarray:
+    """``z_v [B, C, h, w]``, ``weight [B, C, k, k]`` (odd k), ``bias [B]`` -> float32 logits
+    ``[B, 1, h, w]``: each sample's correlation with its own kernel, zero padding ``k // 2`` (the
+    official grouped ``F.conv2d``), accumulated in float64."""
+    z = np.asarray(z_v, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    batch, _, h, width = z.shape
+    k = w.shape[-1]
+    pad = k // 2
+    padded = np.pad(z, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    logits = np.zeros((batch, h, width))
+    for dy in range(k):
+        for dx in range(k):
+            logits += np.einsum("bchw,bc->bhw", padded[:, :, dy:dy + h, dx:dx + width], w[:, :, dy, dx])
+    logits += np.asarray(bias, dtype=np.float64).reshape(batch, 1, 1)
+    return logits.astype(np.float32)[:, None]
+
+
+def features_to_logits(z_v: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """A ``features`` head's outputs (``z_v [N, C, h, w]``, ``kernel [N, C*k*k + 1]``) ->
+    float32 logits ``[N, 1, h, w]``: what the SimUpsample kernel computes first."""
+    return similarity_logits(z_v, *split_kernel(z_v, kernel))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -72,7 +113,7 @@ def upsample_bicubic_align_corners(x: np.ndarray, size: int | tuple[int, int]) -
     return rows @ (x @ cols.T)
 
 
-def logits_to_prob(logits: np.ndarray, input_size: int | tuple[int, int] = 416) -> np.ndarray:
+def logits_to_prob(logits: np.ndarray, input_size: int | tuple[int, int]) -> np.ndarray:
     """Logits ``[h, w]``, ``[1, h, w]`` or ``[1, 1, h, w]`` (any float dtype) -> float32 ``[H, W]``
     probabilities at the input size (sigmoid, then bicubic ``align_corners=True`` upsampling)."""
     logits = np.asarray(logits)
@@ -96,7 +137,7 @@ def prob_to_frame(
     )
 
 
-def prob_to_mask(prob_frame: np.ndarray, threshold: float = 0.35) -> np.ndarray:
+def prob_to_mask(prob_frame: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
     """Probabilities (any shape) -> uint8 mask of the same shape, 1 where ``prob > threshold``."""
     return (np.asarray(prob_frame, dtype=np.float32) > float(threshold)).view(np.uint8)
 
@@ -105,19 +146,27 @@ def logits_to_mask(
     logits: np.ndarray,
     inverse: np.ndarray,
     frame_hw: tuple[int, int],
-    input_size: int | tuple[int, int] = 416,
-    threshold: float = 0.35,
+    input_size: int | tuple[int, int],
+    threshold: float = THRESHOLD,
 ) -> np.ndarray:
     """Network logits (see :func:`logits_to_prob`) -> uint8 ``[frame_h, frame_w]`` mask in {0, 1}."""
     prob = logits_to_prob(logits, input_size)
     return prob_to_mask(prob_to_frame(prob, inverse, frame_hw), threshold)
 
 
-def postprocess(logits: np.ndarray, letterbox: Letterbox, threshold: float = 0.35) -> np.ndarray:
+def postprocess(logits: np.ndarray, letterbox: Letterbox, threshold: float = THRESHOLD) -> np.ndarray:
     """:func:`logits_to_mask` with the inverse matrix and sizes taken from a :class:`Letterbox`."""
     return logits_to_mask(
         logits, letterbox.inverse, letterbox.frame_size, letterbox.input_size, threshold
     )
+
+
+def mask_overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """``(intersection, union)`` pixel counts of two same-shape masks (non-zero = inside)."""
+    a, b = np.asarray(a) != 0, np.asarray(b) != 0
+    if a.shape != b.shape:
+        raise ValueError(f"masks must have the same shape, got {a.shape} and {b.shape}")
+    return int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -125,8 +174,5 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
     Two empty masks give 1.0 (they agree). Exact ratio, without the official code's ``+ 1e-6``.
     """
-    a, b = np.asarray(a) != 0, np.asarray(b) != 0
-    if a.shape != b.shape:
-        raise ValueError(f"masks must have the same shape, got {a.shape} and {b.shape}")
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+    inter, union = mask_overlap(a, b)
+    return 1.0 if union == 0 else inter / union

@@ -18,8 +18,22 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # RGB, in [0, 1]
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # RGB, in [0, 1]
+from ..constants import CLIP_MEAN, CLIP_STD
+
+COLORS = ("bgr", "rgb")
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """A validated frame: uint8 ``[H, W, 3]`` (possibly a view of the caller's array) and whether
+    its channels are BGR (else RGB)."""
+
+    image: np.ndarray
+    bgr: bool
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,10 +69,12 @@ def _size_hw(size, name: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def three_channels(frame: np.ndarray, color: str) -> tuple[np.ndarray, bool]:
-    """Validate a frame; return it as uint8 ``[H, W, 3]`` and whether its channels are BGR."""
-    if not isinstance(color, str) or color not in ("bgr", "rgb"):
-        raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
+def as_frame(frame: np.ndarray, color: str) -> Frame:
+    """Validate a frame (uint8 ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` in ``color`` order or
+    ``[H, W, 4]`` BGRA/RGBA, not empty) and bring it to three channels, once: a `Frame`.
+    Raises ValueError naming the problem."""
+    if not isinstance(color, str) or color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -69,11 +85,11 @@ def three_channels(frame: np.ndarray, color: str) -> tuple[np.ndarray, bool]:
         raise ValueError(f"frame must not be empty, got shape {frame.shape}")
     channels = 1 if frame.ndim == 2 else frame.shape[2]
     if channels == 1:
-        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2RGB), False
+        return Frame(cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2RGB), False)
     if channels == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR), color == "bgr"  # drops alpha, keeps order
+        return Frame(cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR), color == "bgr")  # drops alpha, keeps order
     if channels == 3:
-        return frame, color == "bgr"
+        return Frame(frame, color == "bgr")
     raise ValueError(f"frame must have 1, 3 or 4 channels, got {channels}")
 
 
@@ -84,8 +100,8 @@ def to_rgb(frame: np.ndarray, color: str = "bgr") -> np.ndarray:
     dropped) and grayscale ``[H, W]`` / ``[H, W, 1]``; strided views are fine. An RGB input may be
     returned as is (not copied). Anything else raises ``ValueError`` naming the problem.
     """
-    image, is_bgr = three_channels(frame, color)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if is_bgr else image
+    checked = as_frame(frame, color)
+    return cv2.cvtColor(checked.image, cv2.COLOR_BGR2RGB) if checked.bgr else checked.image
 
 
 def letterbox_matrices(
@@ -120,11 +136,10 @@ def _normalise_lut(mean: tuple[float, ...], std: tuple[float, ...], dtype: str) 
 
 
 def _letterbox_into(
-    frame: np.ndarray, out: np.ndarray, input_hw: tuple[int, int], color: str,
-    mean: tuple[float, ...], lut: np.ndarray,
+    frame: Frame, out: np.ndarray, input_hw: tuple[int, int], mean: tuple[float, ...], lut: np.ndarray,
 ) -> Letterbox:
     """Letterbox ``frame`` into ``out`` (``[1, 3, H, W]``, written in place)."""
-    image, is_bgr = three_channels(frame, color)
+    image, is_bgr = frame.image, frame.bgr
     matrix, inverse = letterbox_matrices(image.shape[:2], input_hw)
     border = [m * 255 for m in (mean[::-1] if is_bgr else mean)]
     warped = cv2.warpAffine(
@@ -147,15 +162,14 @@ def _check_norm(mean, std, dtype) -> tuple[tuple[float, ...], tuple[float, ...],
     return mean, std, dtype
 
 
-def preprocess_batch(
-    frames: Sequence[np.ndarray],
-    input_size: int | tuple[int, int] = 416,
-    color: str = "bgr",
+def letterbox_frames(
+    frames: Sequence[Frame],
+    input_size: int | tuple[int, int],
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,
     dtype=np.float32,
 ) -> tuple[np.ndarray, list[Letterbox]]:
-    """Pre-process frames of any sizes into one batch, as :func:`preprocess` does each.
+    """Validated `Frame` s of any sizes -> one batch, as :func:`preprocess` does each.
 
     Returns ``(images, letterboxes)``: ``images`` is ``[B, 3, H, W]`` of ``dtype``, and
     ``letterboxes[i].image`` is the ``[1, 3, H, W]`` view ``images[i:i + 1]`` (no copy).
@@ -166,16 +180,26 @@ def preprocess_batch(
     mean, std, dtype = _check_norm(mean, std, dtype)
     lut = _normalise_lut(mean, std, dtype.name)
     images = np.empty((len(frames), 3, *input_hw), dtype)
-    boxes = [
-        _letterbox_into(f, images[i : i + 1], input_hw, color, mean, lut)
-        for i, f in enumerate(frames)
-    ]
+    boxes = [_letterbox_into(f, images[i : i + 1], input_hw, mean, lut) for i, f in enumerate(frames)]
     return images, boxes
+
+
+def preprocess_batch(
+    frames: Sequence[np.ndarray],
+    input_size: int | tuple[int, int],
+    color: str = "bgr",
+    mean: Sequence[float] = CLIP_MEAN,
+    std: Sequence[float] = CLIP_STD,
+    dtype=np.float32,
+) -> tuple[np.ndarray, list[Letterbox]]:
+    """Pre-process frames (any layout :func:`as_frame` accepts) of any sizes into one batch:
+    :func:`letterbox_frames` of the validated frames."""
+    return letterbox_frames([as_frame(f, color) for f in frames], input_size, mean, std, dtype)
 
 
 def preprocess(
     frame: np.ndarray,
-    input_size: int | tuple[int, int] = 416,
+    input_size: int | tuple[int, int],
     color: str = "bgr",
     mean: Sequence[float] = CLIP_MEAN,
     std: Sequence[float] = CLIP_STD,

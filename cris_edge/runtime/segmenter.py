@@ -20,9 +20,12 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..tokenizer import get_tokenizer
+from ..constants import THRESHOLD
+from ..tokenizer import clean_text, get_tokenizer
 from .backends.base import Backend, Pair
-from .inputs import check_color, check_frame, check_frames, check_texts
+from .device import parse_device
+from .inputs import check_frame, check_frames, check_texts
+from .preprocess import Frame
 from .result import SegmentationResult
 from .selection import choose, locate, open_backend
 from .text_cache import TextCache, TextFeatures
@@ -30,14 +33,10 @@ from .text_cache import TextCache, TextFeatures
 log = logging.getLogger("cris_edge.runtime")
 
 
-def _device(device) -> Optional[str]:
-    """None, "cpu", "cuda", "cuda:N" or an int N (-> "cuda:N"); ValueError otherwise."""
-    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
-        return f"cuda:{device}"
-    if device is None or device in ("cpu", "cuda") or (
-            isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit()):
-        return device
-    raise ValueError(f"device must be None, 'cpu', 'cuda', 'cuda:N' or a GPU index, got {device!r}")
+def _check_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1) (a number), got {threshold!r}")
+    return float(threshold)
 
 
 class Segmenter:
@@ -52,9 +51,9 @@ class Segmenter:
             reason are logged and kept in ``backend`` / ``backend_reason``.
         device: None (the backend's default: the GPU when one is used), ``"cpu"``, ``"cuda"``,
             ``"cuda:N"`` or a GPU index.
-        threshold: mask threshold on the probability (default: the bundle's, 0.35).
+        threshold: mask threshold on the probability (default: the bundle's; 0.35 for a checkpoint).
         config: for a checkpoint, its CRIS config (name or path) where the weights cannot tell.
-        threads: CPU threads of ONNX Runtime / PyTorch (default: physical cores).
+        threads: CPU threads of ONNX Runtime (default: physical cores).
         text_cache_size: prompts whose text features are kept (LRU; 0 disables the cache).
 
     Raises ValueError for bad arguments, FileNotFoundError for a missing path, BundleError (a
@@ -65,32 +64,36 @@ class Segmenter:
 
     def __init__(self, engine, backend: str = "auto", device=None, threshold: Optional[float] = None, *,
                  config=None, threads: Optional[int] = None, text_cache_size: int = 256):
-        device = _device(device)
+        device = parse_device(device)
+        if threshold is not None:
+            threshold = _check_threshold(threshold)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None (physical cores), got {threads!r}")
         files = locate(engine)
         if config is not None and files.is_bundle:
             raise ValueError("config applies to a PyTorch checkpoint; a bundle carries its own")
         name, reason = choose(files, backend, device)
+        if threshold is None:
+            threshold = files.bundle.threshold if files.is_bundle else THRESHOLD
         self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size)
         log.info("Segmenter(%s): %s backend, because %s", files.path, self.backend, reason)
 
     @classmethod
-    def from_backend(cls, backend: Backend, reason: str = "given", threshold: Optional[float] = None, *,
+    def from_backend(cls, backend: Backend, reason: str = "given", threshold: float = THRESHOLD, *,
                      text_cache_size: int = 256) -> "Segmenter":
         """A Segmenter around an already opened `Backend` (a custom or instrumented one, e.g. the
         benchmarks' PyTorch FP16 and CUDA-graph variants): the same validation, tokenization,
-        text cache, locking and per-stage timings as a Segmenter opened from files."""
+        text cache, batching, locking and per-stage timings as a Segmenter opened from files."""
         segmenter = cls.__new__(cls)
-        segmenter._attach(backend, reason, threshold, text_cache_size)
+        segmenter._attach(backend, reason, _check_threshold(threshold), text_cache_size)
         return segmenter
 
-    def _attach(self, backend: Backend, reason: str, threshold: Optional[float], text_cache_size: int) -> None:
+    def _attach(self, backend: Backend, reason: str, threshold: float, text_cache_size: int) -> None:
         self._backend = backend
         self.backend, self.backend_reason = backend.name, reason
         info = backend.info
         self.input_size, self.word_len, self.precision = info.input_size, info.word_len, info.precision
-        self.threshold = info.threshold if threshold is None else float(threshold)
-        if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+        self.threshold = threshold
         self._tokenizer = get_tokenizer(bundle_dir=info.vocabulary_dir)
         self.text_cache = TextCache(text_cache_size)
         self._lock = threading.Lock()
@@ -99,7 +102,8 @@ class Segmenter:
         return f"Segmenter(backend={self.backend!r}, input_size={self.input_size}, precision={self.precision!r})"
 
     def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
-            return_prob: bool = False) -> Union[SegmentationResult, list[SegmentationResult]]:
+            return_prob: bool = False, warn_truncation: bool = True
+            ) -> Union[SegmentationResult, list[SegmentationResult]]:
         """Segment what ``text`` names in ``frame``.
 
         Args:
@@ -107,15 +111,15 @@ class Segmenter:
                 grayscale ``[H, W]`` / ``[H, W, 1]``.
             text: one prompt, or a list of prompts: the visual graph then runs once for all.
                 Over-long prompts are cut to the model's ``word_len`` tokens with a
-                `TextTruncatedWarning`.
+                `TextTruncatedWarning` (``warn_truncation=False``: silently, as the official
+                evaluation does).
             return_prob: also return each float32 ``[H, W]`` probability map.
 
         Returns one `SegmentationResult` for a str, a list of them (in order) for a list.
         Raises ValueError naming the problem for a bad frame or text.
         """
         texts, single = check_texts(text)
-        check_frame(frame, color)
-        results = self._segment([frame], color, [(0, t) for t in texts], return_prob)
+        results = self._segment([check_frame(frame, color)], [(0, t) for t in texts], return_prob, warn_truncation)
         return results[0] if single else results
 
     def run_batch(self, frames: Sequence[np.ndarray], texts: Union[str, Sequence[str]], *, color: str = "bgr",
@@ -128,25 +132,23 @@ class Segmenter:
             prompts = prompts * len(frames)
         elif len(prompts) != len(frames):
             raise ValueError(f"texts must be one str or one per frame: {len(prompts)} texts for {len(frames)} frames")
-        check_color(color)
-        for i, frame in enumerate(frames):
-            check_frame(frame, color, f"frames[{i}]")
-        return self._segment(frames, color, list(enumerate(prompts)), return_prob)
+        checked = [check_frame(frame, color, f"frames[{i}]") for i, frame in enumerate(frames)]
+        return self._segment(checked, list(enumerate(prompts)), return_prob, True)
 
-    def _segment(self, frames: list, color: str, requests: list[tuple[int, str]],
-                 want_prob: bool) -> list[SegmentationResult]:
+    def _segment(self, frames: list[Frame], requests: list[tuple[int, str]], want_prob: bool,
+                 warn_truncation: bool) -> list[SegmentationResult]:
         with self._lock:
             if self._backend is None:
                 raise RuntimeError("this Segmenter is closed")
             start = time.perf_counter()
-            features = self._text_features([t for _, t in requests])
+            features = self._text_features([t for _, t in requests], warn_truncation)
             text_ms = 1e3 * (time.perf_counter() - start)
-            step = self._backend.max_frames or len(frames)
+            step = self._backend.max_batch or len(frames)
             masks, probs, timings = [], [], {"text": text_ms}
-            for first in range(0, len(frames), step):  # frames beyond the engines' batch: several passes
+            for first in range(0, len(frames), step):  # frames beyond the backend's batch: several passes
                 pairs: list[Pair] = [(i - first, features[k]) for k, (i, _) in enumerate(requests)
                                      if first <= i < first + step]
-                out = self._backend.segment(frames[first:first + step], color, pairs, self.threshold, want_prob)
+                out = self._backend.segment(frames[first:first + step], pairs, self.threshold, want_prob)
                 masks += out.masks
                 probs += out.probs
                 for stage, ms in out.timings.items():
@@ -155,13 +157,20 @@ class Segmenter:
         return [SegmentationResult(text, mask, prob, dict(timings))
                 for (_, text), mask, prob in zip(requests, masks, probs)]
 
-    def _text_features(self, texts: list[str]) -> list[TextFeatures]:
-        """Features of ``texts`` from the cache, running the text graph once on the misses."""
+    def _text_features(self, texts: list[str], warn_truncation: bool) -> list[TextFeatures]:
+        """Features of ``texts`` from the cache, running the text graph on the misses (at most
+        the backend's batch per run)."""
         found = {t: self.text_cache.get(t) for t in dict.fromkeys(texts)}
         missing = [t for t, f in found.items() if f is None]
-        if missing:
-            tokens = self._tokenizer.batch(missing, self.word_len)
-            for t, f in zip(missing, self._backend.encode_text(tokens)):
+        for t in missing:
+            if not clean_text(t):
+                raise ValueError(f"text {t!r} is empty once cleaned (HTML entities and spacing removed): give the "
+                                 "sentence that names the object to segment")
+        step = self._backend.max_batch or len(missing) or 1
+        for first in range(0, len(missing), step):
+            chunk = missing[first:first + step]
+            tokens = self._tokenizer.batch(chunk, self.word_len, warn=warn_truncation)
+            for t, f in zip(chunk, self._backend.encode_text(tokens)):
                 found[t] = f
                 self.text_cache.put(t, f)
         return [found[t] for t in texts]

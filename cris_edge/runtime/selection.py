@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..export.bundle import CONFIG_FILE, BundleError, EngineMismatchError, load_bundle_config
-from .backends.base import Backend, BackendUnavailableError
-from .backends.tensorrt import check_tensorrt
+from .. import bundle as bundle_format
+from ..bundle import CONFIG_FILE, Bundle, BundleError, EngineMismatchError
+from .backends.base import Backend, BackendUnavailableError, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -23,16 +23,16 @@ _GRAPH_SUFFIXES = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A bundle (``path`` = its directory, ``config`` its config.json; ``graph_kind`` "onnx" or
-    "engine" when one of its graph files was given) or a PyTorch checkpoint (``path``)."""
+    """A bundle (``path`` = its directory, ``bundle`` its validated config.json; ``graph_kind``
+    "onnx" or "engine" when one of its graph files was given) or a PyTorch checkpoint (``path``)."""
 
     path: Path
-    config: Optional[dict] = None
+    bundle: Optional[Bundle] = None
     graph_kind: Optional[str] = None
 
     @property
     def is_bundle(self) -> bool:
-        return self.config is not None
+        return self.bundle is not None
 
 
 def locate(engine) -> ModelFiles:
@@ -46,20 +46,19 @@ def locate(engine) -> ModelFiles:
         raise FileNotFoundError(f"{path} does not exist: pass a bundle directory written by cris-export, one of its "
                                 ".engine/.onnx files, or a PyTorch checkpoint")
     if path.is_dir():
-        return ModelFiles(path, load_bundle_config(path))
+        return ModelFiles(path, bundle_format.read(path))
     kind = _GRAPH_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         return ModelFiles(path)
     if not (path.parent / CONFIG_FILE).is_file():
         raise BundleError(f"{path} is not inside a cris-export bundle (no {CONFIG_FILE} beside it): the runtime needs "
                           "the bundle's three graphs and its config; pass the directory cris-export wrote")
-    config = load_bundle_config(path.parent)
-    names = [(entry.get("engine") or {}).get("file") if kind == "engine" else entry["onnx"]
-             for entry in config["graphs"].values()]
+    bundle = bundle_format.read(path.parent)
+    names = [(g.engine.file if g.engine else None) if kind == "engine" else g.onnx for g in bundle.graphs.values()]
     if path.name not in names:
         raise BundleError(f"{path.name} is not one of the {kind} files of bundle {path.parent} "
                           f"({[n for n in names if n]})")
-    return ModelFiles(path.parent, config, kind)
+    return ModelFiles(path.parent, bundle, kind)
 
 
 def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
@@ -75,19 +74,22 @@ def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
         return "pytorch", "a PyTorch checkpoint was given"
     if backend == "pytorch":
         raise ValueError(f"the pytorch backend runs a checkpoint, not a bundle: pass the checkpoint bundle "
-                         f"{files.path} was exported from ({files.config.get('checkpoint', {}).get('file')})")
+                         f"{files.path} was exported from ({files.bundle.checkpoint.file})")
     if backend != "auto":
         return backend, "asked for"
     if files.graph_kind == "onnx":
         return "onnxruntime", "an .onnx file was given"
     if files.graph_kind == "engine":
         return "tensorrt", "an .engine file was given"
+    from .backends.trt_check import check_tensorrt
+
     try:
-        check_tensorrt(files.path, files.config, device)
+        check_tensorrt(files.path, files.bundle, device)
     except (BackendUnavailableError, EngineMismatchError) as err:
-        if files.config.get("head_output") == "plugin":
-            raise BackendUnavailableError(f"bundle {files.path} holds the SimUpsample TensorRT plugin in its head, "
-                                          f"which only TensorRT runs, and TensorRT cannot run it here: {err}") from None
+        try:
+            refuse_plugin_head(files.path, files.bundle, "ONNX Runtime")
+        except BundleError as refusal:
+            raise BackendUnavailableError(f"{refusal}; TensorRT cannot run it here: {err}") from None
         if isinstance(err, EngineMismatchError):
             log.warning("%s\nusing ONNX Runtime until then", err)
         return "onnxruntime", "TensorRT not used: " + " ".join(str(err).split())
@@ -98,14 +100,18 @@ def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], c
     """Open backend ``name`` on ``files``; BackendUnavailableError when its package is missing."""
     if name == "tensorrt":
         from .backends.tensorrt import TensorRTBackend
-        return TensorRTBackend(files.path, files.config, device)
+        return TensorRTBackend(files.path, files.bundle, device)
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
-            raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime "
-                                          "(or onnxruntime-gpu for its CUDA provider)")
+            raise BackendUnavailableError("onnxruntime is not installed: pip install -c constraints.txt "
+                                          "'cris-edge[onnxruntime]' (or 'cris-edge[onnxruntime-gpu]' for its CUDA provider)")
         from .backends.onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(files.path, files.config, device, threads)
+        return OnnxRuntimeBackend(files.path, files.bundle, device, threads)
     if importlib.util.find_spec("torch") is None:
-        raise BackendUnavailableError("the pytorch backend needs torch: pip install -c constraints.txt -e '.[torch]'")
+        raise BackendUnavailableError("the pytorch backend needs torch: pip install -c constraints.txt "
+                                      "'cris-edge[torch]'")
+    if threads is not None:
+        raise ValueError("threads applies to ONNX Runtime; torch's threads are process-wide: call "
+                         "torch.set_num_threads in your program")
     from .backends.pytorch import TorchBackend
-    return TorchBackend(files.path, config, device, threads)
+    return TorchBackend.from_checkpoint(files.path, config, device)

@@ -39,7 +39,7 @@ from ..assets import DEMO_CHECKPOINT
 from ..data.sources import open_records
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
 from ..eval.evaluate import evaluate
-from ..eval.predictor import TorchPredictor
+from ..eval.predictor import SegmenterPredictor
 from ..model import CRIS, load_cris
 from ..model.checkpoint import FORMAT, FORMAT_VERSION, read_file
 from .config import RunConfig, load_run_config
@@ -97,7 +97,7 @@ def measure(checkpoint: Path, num_samples: int) -> dict:
     model = load_cris(checkpoint)
     records = open_records("synthetic", seed_offset=HELD_OUT_SEED_OFFSET, num_samples=num_samples,
                            synthetic=model.config.extra.get("data", {}).get("synthetic"))
-    return evaluate(TorchPredictor(model), records, desc="held-out").summary()
+    return evaluate(SegmenterPredictor.from_model(model), records, desc="held-out").summary()
 
 
 def main(argv: list[str] | None = None) -> int:

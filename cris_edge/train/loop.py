@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..eval.evaluate import evaluate
 from ..eval.metrics import SegmentationScores, format_summary
-from ..eval.predictor import TorchPredictor
+from ..eval.predictor import SegmenterPredictor
 from ..model import CRIS, load_clip_weights
 from . import distributed
 from .config import RunConfig
@@ -94,7 +94,7 @@ def _build_model(run: RunConfig, clip_weights: Optional[str]) -> CRIS:
 def _validate(model: CRIS, records, run: RunConfig, env: distributed.DistEnv, epoch: int) -> dict:
     limit = run.train.val_samples or len(records)
     indices = range(min(limit, len(records)))[env.rank::env.world_size]
-    scores = evaluate(TorchPredictor(model, env.device), records, indices, progress=env.is_main,
+    scores = evaluate(SegmenterPredictor.from_model(model, env.device), records, indices, progress=env.is_main,
                       desc=f"val {epoch}")
     merged = SegmentationScores()
     for part in distributed.gather_objects(scores):

@@ -1,15 +1,16 @@
 """What every backend provides, and the shared host-side (numpy + OpenCV) pipeline of the
 ONNX Runtime and PyTorch backends.
 
-A backend runs the three stages of CRIS (DESIGN.md section 3) with the official pre- and
-post-processing around them:
+A backend runs the three graphs of a CRIS bundle (``text``, ``visual``, ``head``: see
+docs/design.md) with the official pre- and post-processing around them:
 
-* `Backend.encode_text`: a `TokenBatch` -> one `TextFeatures` per text (the text graph);
-* `Backend.segment`: frames + (frame index, text features) pairs -> one mask per pair, and the
-  milliseconds of its stages (``preprocess``, ``visual``, ``head``, ``postprocess``): the
-  visual graph runs once per frame, the head once per pair.
+* `Backend.encode_text`: a `TokenBatch` of at most ``max_batch`` rows -> one `TextFeatures` per
+  text (the text graph);
+* `Backend.segment`: validated `Frame` s (at most ``max_batch``) + (frame index, text features)
+  pairs -> one mask per pair, and the milliseconds of its stages (``preprocess``, ``visual``,
+  ``head``, ``postprocess``): the visual graph runs once per frame, the head once per pair.
 
-`Segmenter` adds validation, tokenization, the text cache, locking and the results.
+`Segmenter` adds validation, tokenization, the text cache, batching, locking and the results.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ...bundle import Bundle, BundleError
+from ...constants import CLIP_MEAN, CLIP_STD
 from ...tokenizer import TokenBatch
-from ..postprocess import logits_to_prob, prob_to_frame, prob_to_mask
-from ..preprocess import CLIP_MEAN, CLIP_STD, preprocess_batch
+from ..postprocess import features_to_logits, logits_to_prob, prob_to_frame, prob_to_mask
+from ..preprocess import Frame, letterbox_frames
 from ..text_cache import TextFeatures
 
 #: A (frame index, text features) pair: one head run.
@@ -37,22 +40,39 @@ class BackendUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class ModelInfo:
     """What the runtime needs to know of a model: input side ``S``, tokens per text ``L``, the
-    normalisation, the default mask threshold, the precision and the tokenizer vocabulary's
-    bundle directory (None: the installed one)."""
+    normalisation, the precision and the tokenizer vocabulary's bundle directory (None: the
+    installed one)."""
 
     input_size: int
     word_len: int
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
-    threshold: float = 0.35
     precision: str = "fp32"
     vocabulary_dir: Optional[str] = None
 
     @classmethod
-    def from_bundle(cls, bundle_dir, config: dict) -> "ModelInfo":
-        """From a bundle's ``config.json``."""
-        return cls(int(config["input_size"]), int(config["word_len"]), tuple(config["mean"]),
-                   tuple(config["std"]), float(config["threshold"]), config["precision"], str(bundle_dir))
+    def from_bundle(cls, bundle_dir, bundle: Bundle) -> "ModelInfo":
+        """From a bundle's `Bundle` record."""
+        return cls(bundle.input_size, bundle.word_len, bundle.mean, bundle.std, bundle.precision, str(bundle_dir))
+
+
+def refuse_plugin_head(bundle_dir, bundle: Bundle, runtime: str) -> None:
+    """BundleError when ``bundle``'s head holds the SimUpsample TensorRT plugin node, which only
+    TensorRT runs: ``runtime`` (e.g. "ONNX Runtime") cannot run the bundle."""
+    if bundle.head_output == "plugin":
+        raise BundleError(f"bundle {bundle_dir}: its head holds the SimUpsample TensorRT plugin node, which {runtime} "
+                          "cannot run; run its TensorRT engines on an NVIDIA GPU, or export the bundle with "
+                          "--head-output logits")
+
+
+def head_to_logits(head_output: str, outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """The head graph's outputs (in the bundle's order) -> float32 logits ``[N, 1, h, w]``:
+    ``logits`` as they are; ``features`` (``z_v``, ``kernel``) through the similarity step."""
+    if head_output == "features":
+        return features_to_logits(outputs[0], outputs[1])
+    if head_output == "logits":
+        return np.asarray(outputs[0]).astype(np.float32, copy=False)
+    raise ValueError(f"a {head_output!r} head has no logits output")
 
 
 @dataclass
@@ -79,21 +99,20 @@ def to_frame(prob: np.ndarray, inverse: np.ndarray, frame_hw: tuple[int, int], t
 
 
 class Backend(ABC):
-    """One way of running a model. ``name`` says which (and on what); ``max_frames`` is the
-    largest number of frames one `segment` call takes (None: any)."""
+    """One way of running a model. ``name`` says which (and on what); ``max_batch`` is the
+    largest batch of texts (`encode_text`) and of frames (`segment`) one call takes (None: any)."""
 
     name: str
     info: ModelInfo
-    max_frames: Optional[int] = None
+    max_batch: Optional[int] = None
 
     @abstractmethod
     def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
         """The text graph on ``tokens`` (B rows) -> B `TextFeatures`."""
 
     @abstractmethod
-    def segment(self, frames: Sequence[np.ndarray], color: str, pairs: Sequence[Pair], threshold: float,
-                want_prob: bool) -> Output:
-        """Masks of ``pairs`` on ``frames`` (validated uint8 frames in ``color`` order)."""
+    def segment(self, frames: Sequence[Frame], pairs: Sequence[Pair], threshold: float, want_prob: bool) -> Output:
+        """Masks of ``pairs`` on ``frames``, thresholded at ``threshold``."""
 
     def close(self) -> None:
         """Release what the backend holds (GPU memory, sessions); it cannot be used afterwards."""
@@ -105,6 +124,7 @@ class HostBackend(Backend):
     (features, frame indices, stacked text features -> float32 logits ``[N, 1, S/4, S/4]``)."""
 
     image_dtype = np.dtype(np.float32)
+    max_batch: Optional[int] = 16
 
     @abstractmethod
     def _visual(self, images: np.ndarray) -> Any:
@@ -115,25 +135,29 @@ class HostBackend(Backend):
               state: np.ndarray) -> np.ndarray:
         ...
 
-    def segment(self, frames, color, pairs, threshold, want_prob) -> Output:
+    def segment(self, frames, pairs, threshold, want_prob) -> Output:
         info = self.info
         start = time.perf_counter()
-        images, boxes = preprocess_batch(frames, info.input_size, color, info.mean, info.std, self.image_dtype)
+        images, boxes = letterbox_frames(frames, info.input_size, info.mean, info.std, self.image_dtype)
         t_pre = time.perf_counter()
         features = self._visual(images)
-        t_visual = time.perf_counter()
-        index = np.array([i for i, _ in pairs], dtype=np.int64)
-        texts = [t for _, t in pairs]
-        logits = self._head(features, index, np.stack([t.word for t in texts]),
-                            np.stack([t.pad_mask for t in texts]), np.stack([t.state for t in texts]))
-        t_head = time.perf_counter()
+        timings = {"preprocess": 1e3 * (t_pre - start), "visual": 1e3 * (time.perf_counter() - t_pre),
+                   "head": 0.0, "postprocess": 0.0}
         masks, probs = [], []
-        for k, i in enumerate(index):
-            box = boxes[i]
-            mask, prob = to_frame(logits_to_prob(logits[k], box.input_size), box.inverse, box.frame_size,
-                                  threshold, want_prob)
-            masks.append(mask)
-            probs.append(prob)
-        end = time.perf_counter()
-        return Output(masks, probs, {"preprocess": 1e3 * (t_pre - start), "visual": 1e3 * (t_visual - t_pre),
-                                     "head": 1e3 * (t_head - t_visual), "postprocess": 1e3 * (end - t_head)})
+        step = self.max_batch or len(pairs)
+        for first in range(0, len(pairs), step):  # the head on at most max_batch pairs at a time
+            t_head = time.perf_counter()
+            chunk = pairs[first:first + step]
+            index = np.array([i for i, _ in chunk], dtype=np.int64)
+            logits = self._head(features, index, np.stack([t.word for _, t in chunk]),
+                                np.stack([t.pad_mask for _, t in chunk]), np.stack([t.state for _, t in chunk]))
+            t_post = time.perf_counter()
+            for k, i in enumerate(index):
+                box = boxes[i]
+                mask, prob = to_frame(logits_to_prob(logits[k], box.input_size), box.inverse, box.frame_size,
+                                      threshold, want_prob)
+                masks.append(mask)
+                probs.append(prob)
+            timings["head"] += 1e3 * (t_post - t_head)
+            timings["postprocess"] += 1e3 * (time.perf_counter() - t_post)
+        return Output(masks, probs, timings)

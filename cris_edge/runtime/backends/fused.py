@@ -11,11 +11,15 @@ from typing import Optional
 
 import numpy as np
 
+from ...constants import CLIP_MEAN, CLIP_STD
 from ...kernels import library
 from ...kernels.affine import warp_theta
-from ..preprocess import CLIP_MEAN, CLIP_STD
+from ...paths import LibraryNotFoundError
 
 log = logging.getLogger("cris_edge.runtime")
+
+#: Taps of SimUpsample's similarity: the kernel takes the projector's 3x3 dynamic kernel only.
+SIM_UPSAMPLE_TAPS = 9
 
 _DTYPES = {np.dtype(np.float32): library.FLOAT32, np.dtype(np.float16): library.FLOAT16}
 
@@ -25,7 +29,7 @@ def load_kernels(mean, std) -> Optional[ctypes.CDLL]:
     is not built or the model's normalisation is not CLIP's, which the Preprocess kernel bakes in."""
     try:
         lib = library.kernels_library()
-    except (library.LibraryNotFoundError, OSError, RuntimeError) as err:
+    except (LibraryNotFoundError, OSError, RuntimeError) as err:
         log.info("fused CUDA kernels unavailable, pre/post-processing runs in numpy on the CPU: %s", err)
         return None
     if not (np.allclose(mean, CLIP_MEAN, rtol=0, atol=1e-7) and np.allclose(std, CLIP_STD, rtol=0, atol=1e-7)):

@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
-from ...export.bundle import BundleError, graph_path
-from ...kernels.reference import similarity_logits
+from ...bundle import Bundle, BundleError, graph_path
 from ...tokenizer import TokenBatch
+from ..device import cuda_index
 from ..text_cache import TextFeatures
-from .base import HostBackend, ModelInfo, plural
+from .base import HostBackend, ModelInfo, head_to_logits, plural, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -48,7 +48,7 @@ def cuda_provider_available() -> bool:
 
 
 def _providers(device: Optional[str]) -> list:
-    """Execution providers for ``device`` (None: CUDA when available; "cpu"; "cuda" or "cuda:N")."""
+    """Execution providers for a parsed ``device`` (None: CUDA when available; "cpu"; "cuda:N")."""
     if device == "cpu":
         return [CPU_PROVIDER]
     if device is None:
@@ -56,49 +56,60 @@ def _providers(device: Optional[str]) -> list:
     if not cuda_provider_available():
         raise ValueError(f"device {device!r} needs ONNX Runtime's CUDA provider, which this onnxruntime lacks "
                          "(pip install onnxruntime-gpu), or use device='cpu'")
-    index = int(device.partition(":")[2] or 0)
-    return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+    return [(CUDA_PROVIDER, {"device_id": cuda_index(device)}), CPU_PROVIDER]
+
+
+def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None, device: Optional[str] = "cpu",
+            optimize: bool = True, optimized_path: Optional[str] = None):
+    """An ONNX Runtime session of ``model`` (a file, or serialized bytes), tuned for one
+    inference at a time: sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's
+    default), idle threads sleeping rather than spinning, warnings and below not logged.
+    ``optimize`` False disables graph optimisations (exact reference runs); ``optimized_path``
+    saves the optimised graph there. Providers follow ``device`` (see `_providers`)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Idle threads sleep instead of spinning: the numpy/OpenCV stages between graph runs (and
+    # the demo's capture and render threads) need those cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if optimized_path:
+        options.optimized_model_filepath = optimized_path
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=_providers(device))
 
 
 class OnnxRuntimeBackend(HostBackend):
     """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs in ONNX Runtime sessions."""
 
-    def __init__(self, bundle_dir: Path, config: dict, device: Optional[str] = None,
+    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
                  threads: Optional[int] = None):
-        import onnxruntime as ort
-
-        if config.get("head_output") == "plugin":
-            raise BundleError(f"bundle {bundle_dir}: its head holds the SimUpsample TensorRT plugin node, which ONNX "
-                              "Runtime cannot run; run its TensorRT engines, or export the bundle with "
-                              "--head-output logits")
-        self.info = ModelInfo.from_bundle(bundle_dir, config)
-        self.head_output = config.get("head_output", "logits")
-        self.image_dtype = np.dtype(config["graphs"]["visual"]["inputs"][0]["dtype"])
+        refuse_plugin_head(bundle_dir, bundle, "ONNX Runtime")
+        self.info = ModelInfo.from_bundle(bundle_dir, bundle)
+        self.head_output = bundle.head_output
+        self.image_dtype = np.dtype(bundle.graph("visual").input("image").dtype)
         self.threads = int(threads) if threads else physical_cores()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Idle threads sleep instead of spinning: the numpy/OpenCV stages between graph runs (and
-        # the demo's capture and render threads) need those cores.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = _providers(device)
+        _providers(device)  # a device this onnxruntime cannot use: ValueError before any work
         self._sessions, self._outputs = {}, {}
         for name in ("text", "visual", "head"):
-            path = graph_path(bundle_dir, config, name)
+            path = graph_path(bundle_dir, bundle, name)
             try:
-                self._sessions[name] = ort.InferenceSession(str(path), options, providers=providers)
+                self._sessions[name] = session(path, self.threads, device)
             except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
                 raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
                                   f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
-            self._outputs[name] = [o["name"] for o in config["graphs"][name]["outputs"]]
+            self._outputs[name] = [o.name for o in bundle.graph(name).outputs]
         used = self._sessions["visual"].get_providers()[0]
         self.name = f"onnxruntime ({used}, {plural(self.threads, 'thread')})" if used == CPU_PROVIDER else \
             f"onnxruntime ({used})"
-        details = config.get("precision_details") or {}
-        if config["precision"] == "int8" and details.get("placement") == "tensorrt" and used == CPU_PROVIDER:
+        int8 = bundle.precision_details.int8
+        if int8 is not None and int8.placement == "tensorrt" and used == CPU_PROVIDER:
             log.info("bundle %s holds INT8 Q/DQ placed for TensorRT (FP16 elsewhere): ONNX Runtime's CPU provider "
                      "runs it as dequantize + float ops, no faster than FP32; for CPU speed export with "
                      "--int8-placement onnxruntime", bundle_dir)
@@ -118,11 +129,7 @@ class OnnxRuntimeBackend(HostBackend):
         if len(frame_index) != len(c3) or np.any(frame_index != np.arange(len(c3))):
             c3, c4, c5 = (np.take(c, frame_index, axis=0) for c in (c3, c4, c5))
         out = self._run("head", {"c3": c3, "c4": c4, "c5": c5, "word": word, "pad_mask": pad_mask, "state": state})
-        if self.head_output == "features":  # z_v [N, C, h, w], kernel [N, C*9+1]: SimUpsample's inputs
-            z_v, kernel = out
-            weight = kernel[:, :-1].reshape(z_v.shape[0], z_v.shape[1], 3, 3)
-            return similarity_logits(z_v, weight, kernel[:, -1])
-        return out[0].astype(np.float32, copy=False)
+        return head_to_logits(self.head_output, out)
 
     def close(self) -> None:
         self._sessions.clear()

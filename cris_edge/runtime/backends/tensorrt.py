@@ -12,14 +12,12 @@ as a CUDA graph; stages are timed with CUDA events (recorded inside the graph to
 
 Nothing of TensorRT is touched before a GPU is found (TensorRT's lean runtime crashes without
 one), and engines built by another TensorRT version or on another GPU are refused
-(`check_tensorrt`).
+(`cris_edge.runtime.backends.trt_check`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,75 +25,21 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ...export.bundle import BundleError, check_engines, graph_path
-from ...kernels.reference import similarity_logits
+from ...bundle import Bundle, BundleError, graph_path
 from ...tokenizer import TokenBatch
+from ..device import cuda_index
 from ..postprocess import logits_to_prob
-from ..preprocess import three_channels, letterbox_matrices, preprocess_batch
+from ..preprocess import Frame, letterbox_frames, letterbox_matrices
 from ..text_cache import TextFeatures
 from . import cuda, fused
-from .base import Backend, BackendUnavailableError, ModelInfo, Output, Pair, to_frame
+from .base import Backend, ModelInfo, Output, Pair, head_to_logits, to_frame
+from .trt_check import check_tensorrt, plugin_library
 from .trt_engine import TrtEngine
 
 log = logging.getLogger("cris_edge.runtime")
 
-PLUGIN_ENV = "CRIS_EDGE_TRT_PLUGIN"
-_CHECKOUT_BUILD = Path(__file__).resolve().parents[3] / "build"
 _FEATURES = ("c3", "c4", "c5")
 _TEXT = ("word", "pad_mask", "state")
-
-
-def device_index(device) -> int:
-    """CUDA device index of ``device``: None, ``"cuda"`` -> 0, ``"cuda:N"`` or ``N`` -> N."""
-    if device is None or device == "cuda":
-        return 0
-    if isinstance(device, int) and not isinstance(device, bool) and device >= 0:
-        return device
-    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise ValueError(f"the TensorRT backend runs on a CUDA device: None, 'cuda', 'cuda:N' or N; got {device!r}")
-
-
-def check_tensorrt(bundle_dir: Path, config: dict, device=None) -> None:
-    """Raise `BackendUnavailableError` (TensorRT, cuda-python, a GPU or the engines missing) or
-    `EngineMismatchError` (engines of another TensorRT version or GPU) unless the bundle's
-    engines can run here. Imports tensorrt only after a GPU is found; creates no TensorRT object."""
-    if device == "cpu":
-        raise BackendUnavailableError("device 'cpu' was asked for")
-    if not config.get("tensorrt_compatible", True):
-        raise BackendUnavailableError("the bundle is INT8 placed for ONNX Runtime (--int8-placement onnxruntime)")
-    if any(not entry.get("engine") for entry in config["graphs"].values()):
-        raise BackendUnavailableError(f"the bundle has no TensorRT engines; build them on this machine with "
-                                      f"`cris-export --engine-only {bundle_dir}`")
-    if importlib.util.find_spec("tensorrt") is None:
-        raise BackendUnavailableError("TensorRT is not installed (pip install 'cris-edge[trt]', or JetPack's "
-                                      "python3-libnvinfer)")
-    try:
-        cuda.runtime()
-    except ImportError as err:
-        raise BackendUnavailableError(str(err)) from None
-    index, count = device_index(device), cuda.device_count()
-    if count == 0:
-        raise BackendUnavailableError("no CUDA GPU found (or no NVIDIA driver)")
-    if index >= count:
-        raise BackendUnavailableError(f"no CUDA device {index}: {count} found")
-    import tensorrt as trt
-
-    check_engines(bundle_dir, config, trt.__version__, *cuda.gpu_info(index))
-
-
-def plugin_library(bundle_dir: Path, name: str) -> Path:
-    """The TensorRT plugin library ``name``: ``$CRIS_EDGE_TRT_PLUGIN``, else the bundle's
-    directory, else ``build/`` of a source checkout. BundleError says how to build it."""
-    candidates = ([Path(os.environ[PLUGIN_ENV])] if os.environ.get(PLUGIN_ENV)
-                  else [Path(bundle_dir) / name, _CHECKOUT_BUILD / name])
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
-    raise BundleError(f"bundle {bundle_dir} needs the TensorRT plugin library {name} (its head holds the "
-                      f"SimUpsample node), not found (looked at {looked}): build it on this device with "
-                      f"`cmake -S cpp -B build && cmake --build build` and set {PLUGIN_ENV} to its path")
 
 
 @dataclass(frozen=True)
@@ -123,37 +67,38 @@ class _Chunk:
 class TensorRTBackend(Backend):
     """A bundle's ``text``, ``visual`` and ``head`` engines on CUDA device ``device``."""
 
-    def __init__(self, bundle_dir: Path, config: dict, device=None):
-        check_tensorrt(bundle_dir, config, device)
+    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None):
+        check_tensorrt(bundle_dir, bundle, device)
         import tensorrt as trt
 
-        self._device = device_index(device)
+        self._device = cuda_index(device)
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
-        self.info = ModelInfo.from_bundle(bundle_dir, config)
-        self.head_output = config.get("head_output", "logits")
+        self.info = ModelInfo.from_bundle(bundle_dir, bundle)
+        self.head_output = bundle.head_output
         self._logger = trt.Logger(trt.Logger.WARNING)
-        if config.get("plugins"):
-            path = plugin_library(bundle_dir, config["plugins"]["library"])
+        if bundle.plugins is not None:
+            path = plugin_library(bundle_dir, bundle)
             if trt.get_plugin_registry().load_library(str(path)) is None:
                 raise BundleError(f"TensorRT {trt.__version__} could not load the plugin library {path}: rebuild it "
                                   "against this TensorRT (cmake -S cpp -B build && cmake --build build)")
         runtime = trt.Runtime(self._logger)
         self._engines = {
-            name: TrtEngine(trt, runtime, graph_path(bundle_dir, config, name, "engine"),
-                            [io["name"] for io in entry["inputs"]], [io["name"] for io in entry["outputs"]])
-            for name, entry in config["graphs"].items()}
+            name: TrtEngine(trt, runtime, graph_path(bundle_dir, bundle, name, "engine"),
+                            [io.name for io in graph.inputs], [io.name for io in graph.outputs])
+            for name, graph in bundle.graphs.items()}
         self._text, self._visual, self._head = (self._engines[n] for n in ("text", "visual", "head"))
-        self.max_frames = self._visual.max_batch
+        self.max_batch = min(self._text.max_batch, self._visual.max_batch)
         self._stream = cuda.Stream()
         self._timer = cuda.EventTimer(self._stream)
         self._kernels = fused.load_kernels(self.info.mean, self.info.std)
-        self._gpu_post = self._kernels is not None and self.head_output == "features"
+        self._gpu_post = self._kernels is not None and self.head_output == "features" and (
+            self._head.spec("kernel").item[0] == self._head.spec("z_v").item[0] * fused.SIM_UPSAMPLE_TAPS + 1)
         self._buffers: dict[str, object] = {}
         self._graph: Optional[cuda.CudaGraph] = None
         self._graphs_enabled, self._last_key = True, None
         if self._gpu_post:  # SimUpsample's dense weights, biases and workspace, for a whole head batch
             z_v, batch = self._head.spec("z_v"), self._head.max_batch
-            self._weight = cuda.DeviceBuffer(batch * z_v.item[0] * 9 * z_v.dtype.itemsize)
+            self._weight = cuda.DeviceBuffer(batch * z_v.item[0] * fused.SIM_UPSAMPLE_TAPS * z_v.dtype.itemsize)
             self._bias = cuda.DeviceBuffer(batch * z_v.dtype.itemsize)
             self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))
         gpu, capability = cuda.gpu_info(self._device)
@@ -175,52 +120,44 @@ class TensorRTBackend(Backend):
     # -- text ----------------------------------------------------------------------------------
     def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
-        engine, out = self._text, []
-        for start in range(0, len(tokens.tokens), engine.max_batch):
-            n = min(engine.max_batch, len(tokens.tokens) - start)
-            feeds = {"tokens": tokens.tokens[start:start + n], "eot_index": tokens.eot_index[start:start + n]}
-            specs = (*engine.inputs, *engine.outputs)
-            host = self._buffer("text_io", sum(engine.max_batch * s.item_bytes for s in specs), pinned=True)
-            views, offset = {}, 0
-            for spec in specs:
-                views[spec.name] = host.view(spec.dtype, (n, *spec.item), offset)
-                offset += engine.max_batch * spec.item_bytes
-            engine.set_batch(n)
-            for spec in engine.inputs:
-                np.copyto(views[spec.name], feeds[spec.name].astype(spec.dtype, copy=False))
-                cuda.copy_async(engine.buffers[spec.name].ptr, views[spec.name].ctypes.data, n * spec.item_bytes,
-                                "htod", self._stream)
-            engine.enqueue(self._stream)
-            for spec in engine.outputs:
-                cuda.copy_async(views[spec.name].ctypes.data, engine.buffers[spec.name].ptr, n * spec.item_bytes,
-                                "dtoh", self._stream)
-            self._stream.synchronize()
-            word, state = views["word"].copy(), views["state"].copy()
-            out += [TextFeatures(word[i], state[i], tokens.pad_mask[start + i]) for i in range(n)]
-        return out
+        engine, n = self._text, len(tokens.tokens)
+        feeds = {"tokens": tokens.tokens, "eot_index": tokens.eot_index}
+        specs = (*engine.inputs, *engine.outputs)
+        host = self._buffer("text_io", sum(engine.max_batch * s.item_bytes for s in specs), pinned=True)
+        views, offset = {}, 0
+        for spec in specs:
+            views[spec.name] = host.view(spec.dtype, (n, *spec.item), offset)
+            offset += engine.max_batch * spec.item_bytes
+        engine.set_batch(n)
+        for spec in engine.inputs:
+            np.copyto(views[spec.name], feeds[spec.name].astype(spec.dtype, copy=False))
+            cuda.copy_async(engine.buffers[spec.name].ptr, views[spec.name].ctypes.data, n * spec.item_bytes,
+                            "htod", self._stream)
+        engine.enqueue(self._stream)
+        for spec in engine.outputs:
+            cuda.copy_async(views[spec.name].ctypes.data, engine.buffers[spec.name].ptr, n * spec.item_bytes,
+                            "dtoh", self._stream)
+        self._stream.synchronize()
+        word, state = views["word"].copy(), views["state"].copy()
+        return [TextFeatures(word[i], state[i], tokens.pad_mask[i]) for i in range(n)]
 
     # -- segment: host-side preparation --------------------------------------------------------
-    def _stage_frames(self, frames: Sequence[np.ndarray], color: str) -> list[_Frame]:
+    def _stage_frames(self, frames: Sequence[Frame]) -> list[_Frame]:
         """Frames into pinned memory (raw, for the Preprocess kernel; or pre-processed in numpy)."""
         size, spec = self.info.input_size, self._visual.inputs[0]
         if self._kernels is None:
-            images, boxes = preprocess_batch(frames, size, color, self.info.mean, self.info.std, spec.dtype)
+            images, boxes = letterbox_frames(frames, size, self.info.mean, self.info.std, spec.dtype)
             host = self._buffer("images", images.nbytes, pinned=True)
             np.copyto(host.view(images.dtype, images.shape), images)
             return [_Frame(b.frame_size, False, b.matrix, b.inverse) for b in boxes]
-        staged, offset = [], 0
-        for frame in frames:
-            image, bgr = three_channels(frame, color)
-            staged.append((image, bgr))
-            offset += image.nbytes
-        host = self._buffer("frames", offset, pinned=True)
-        self._buffer("frames_device", offset, pinned=False)
+        total = sum(f.image.nbytes for f in frames)
+        host = self._buffer("frames", total, pinned=True)
+        self._buffer("frames_device", total, pinned=False)
         out, offset = [], 0
-        for image, bgr in staged:
-            np.copyto(host.view(np.uint8, image.shape, offset), image)
-            hw = image.shape[:2]
-            out.append(_Frame(hw, bgr, *letterbox_matrices(hw, size), offset, image.nbytes))
-            offset += image.nbytes
+        for frame in frames:
+            np.copyto(host.view(np.uint8, frame.image.shape, offset), frame.image)
+            out.append(_Frame(frame.hw, frame.bgr, *letterbox_matrices(frame.hw, size), offset, frame.image.nbytes))
+            offset += frame.image.nbytes
         return out
 
     def _stage_text(self, pairs: Sequence[Pair]) -> dict[str, tuple[int, int]]:
@@ -308,13 +245,13 @@ class TensorRTBackend(Backend):
             timer.mark("postprocess")
 
     def _enqueue_sim_upsample(self, frames: list[_Frame], chunk: _Chunk, layout: dict, threshold: float) -> None:
-        """SimUpsample on one chunk's head outputs: the kernel output ``[n, C*9+1]`` is split into
+        """SimUpsample on one chunk's head outputs: the kernel output ``[n, C*9+1]`` (3x3, the only size the fused kernel takes) is split into
         dense weights and biases, then one launch per run of pairs on the same frame writes their
         masks (and probabilities) at the frame's size, which are copied to pinned memory."""
         stream, head, n = self._stream, self._head, len(chunk.frames)
         z_v, kernel = head.spec("z_v"), head.spec("kernel")
         channels, grid, itemsize = z_v.item[0], z_v.item[1:], z_v.dtype.itemsize
-        weight_bytes, weight, bias = channels * 9 * itemsize, self._weight, self._bias
+        weight_bytes, weight, bias = channels * fused.SIM_UPSAMPLE_TAPS * itemsize, self._weight, self._bias
         source = head.buffers["kernel"].ptr
         cuda.copy_rows_async(weight.ptr, weight_bytes, source, kernel.item_bytes, weight_bytes, n, stream)
         cuda.copy_rows_async(bias.ptr, itemsize, source + weight_bytes, kernel.item_bytes, itemsize, n, stream)
@@ -357,10 +294,10 @@ class TensorRTBackend(Backend):
             enqueue()
         self._last_key = key
 
-    def segment(self, frames, color, pairs, threshold, want_prob) -> Output:
+    def segment(self, frames, pairs, threshold, want_prob) -> Output:
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
         start = time.perf_counter()
-        staged = self._stage_frames(frames, color)
+        staged = self._stage_frames(frames)
         self._visual.set_batch(len(staged))
         host_pre = time.perf_counter() - start
         text = self._stage_text(pairs)
@@ -398,12 +335,8 @@ class TensorRTBackend(Backend):
         if self.head_output == "plugin":
             prob = [out["prob"][p, 0].astype(np.float32) for p in range(n)]
         else:
-            if self.head_output == "features":
-                z_v, kernel = out["z_v"], out["kernel"]
-                logits = similarity_logits(z_v, kernel[:, :-1].reshape(n, z_v.shape[1], 3, 3), kernel[:, -1])
-            else:
-                logits = out["logits"]
-            prob = [logits_to_prob(logits[p].astype(np.float32), size) for p in range(n)]
+            logits = head_to_logits(self.head_output, [out[s.name] for s in self._head.outputs])
+            prob = [logits_to_prob(logits[p], size) for p in range(n)]
         results = [to_frame(prob[p], frames[i].inverse, frames[i].hw, threshold, want_prob)
                    for p, (i, _) in enumerate(pairs)]
         return [m for m, _ in results], [q for _, q in results]

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...export.bundle import BundleError
+from ...bundle import BundleError
 from .cuda import DeviceBuffer, Stream
 
 

@@ -1,0 +1,574 @@
+"""The deployment bundle as types: what ``cris-export`` writes and every runtime reads.
+
+A bundle is a directory::
+
+    config.json                      a `Bundle`, as JSON (the schema: docs/bundle-format.md)
+    bpe_simple_vocab_16e6.txt.gz     the tokenizer vocabulary
+    text.onnx visual.onnx head.onnx  the graphs of its `kind`, precision baked in
+    text.engine ...                  TensorRT engines, where they were built
+    libcris_edge_trt_plugin.so       only if the exporter placed it there (verified like any file)
+
+`read` parses and validates ``config.json`` (every problem is one `BundleError` naming
+config.json and the field) and, with ``verify``, checks the size and sha256 of every listed
+file. `write` records the files of a directory and writes ``config.json`` atomically. A bundle is
+data: nothing in it is executed, and every file it names must be a plain name inside the
+bundle, listed with its size and sha256.
+
+Neither the runtime nor the exporter owns this module; both import it. It imports no framework.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Optional, Union
+
+from .constants import CLIP_CONTEXT
+
+CONFIG_FILE = "config.json"
+FORMAT = "cris_edge.bundle"
+FORMAT_VERSION = 2
+PathLike = Union[str, os.PathLike]
+
+Kind = Literal["cris"]
+Precision = Literal["fp32", "fp16", "int8"]
+HeadOutput = Literal["logits", "features", "plugin"]
+Placement = Literal["tensorrt", "onnxruntime"]
+KINDS: tuple[str, ...] = typing.get_args(Kind)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+HEAD_OUTPUTS: tuple[str, ...] = typing.get_args(HeadOutput)
+#: The graphs a bundle of each kind holds, in the order they run.
+GRAPHS: Mapping[str, tuple[str, ...]] = {"cris": ("text", "visual", "head")}
+
+
+class BundleError(ValueError):
+    """A bundle is missing, incomplete, corrupt, invalid or of an unknown format."""
+
+
+class EngineMismatchError(BundleError):
+    """A bundle's TensorRT engines were built for another TensorRT version or GPU."""
+
+
+def _doc(text: str, **kwargs) -> Any:
+    """A dataclass field documented in the schema page (`schema_markdown`)."""
+    return field(metadata={"doc": text}, **kwargs)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a graph."""
+
+    name: str = _doc("tensor name in the graph")
+    dtype: str = _doc("numpy dtype name (`float32`, `float16`, `int32`, `bool`, ...)")
+    shape: tuple[Union[int, str], ...] = _doc("dimensions; the dynamic batch by its name, `\"batch\"`")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A TensorRT engine built from a graph, and where it can run."""
+
+    file: str = _doc("engine file name in the bundle")
+    tensorrt: str = _doc("TensorRT version that built it (engines run only there)")
+    gpu: str = _doc("GPU name it was built on")
+    compute_capability: str = _doc("that GPU's compute capability, e.g. `\"8.7\"`")
+    bytes: int = _doc("size of the engine file")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """One ONNX graph of the bundle and its engine."""
+
+    onnx: str = _doc("ONNX file name in the bundle")
+    precision: Precision = _doc("precision baked into this graph")
+    opset: int = _doc("ONNX opset of the default domain")
+    inputs: tuple[TensorSpec, ...] = _doc("inputs, in the graph's order")
+    outputs: tuple[TensorSpec, ...] = _doc("outputs, in the graph's order")
+    engine: Optional[Engine] = _doc("its TensorRT engine, or null where none was built")
+
+    def input(self, name: str) -> TensorSpec:
+        """The input called ``name``; BundleError if the graph has none."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise BundleError(f"{CONFIG_FILE}: graph {self.onnx} has no input {name!r}")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """The size and sha256 of one file of the bundle."""
+
+    sha256: str = _doc("hex sha256 of the file's bytes")
+    bytes: int = _doc("size in bytes")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The weights the bundle was exported from."""
+
+    file: str = _doc("file name of the checkpoint")
+    sha256: str = _doc("hex sha256 of the checkpoint")
+
+
+@dataclass(frozen=True)
+class Plugins:
+    """TensorRT plugins that the bundle's engines need."""
+
+    ops: tuple[str, ...] = _doc("qualified op names, e.g. `cris_edge::SimUpsample`")
+    library: str = _doc("file name of the plugin library (a name, never a path: see the trust model below)")
+
+
+@dataclass(frozen=True)
+class Fp16Details:
+    """How graphs were converted to FP16."""
+
+    fp32_ops: tuple[str, ...] = _doc("op types kept in FP32 everywhere")
+    overflow_limit: float = _doc("magnitude beyond which a node's output is kept in FP32")
+    overflow_scan: str = _doc("the data of the overflow scan")
+    fp32_nodes: Mapping[str, tuple[str, ...]] = _doc("per graph, the nodes the scan kept in FP32")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The INT8 calibration run."""
+
+    data: str = _doc("the calibration set (its stable description)")
+    samples: int = _doc("number of (image, text) pairs")
+    method: str = _doc("calibration method")
+    cache_keys: Mapping[str, str] = _doc("per quantised graph, the key of its cached ranges")
+    reused_cache: Mapping[str, bool] = _doc("per quantised graph, whether cached ranges were reused")
+
+
+@dataclass(frozen=True)
+class Int8Details:
+    """How graphs were quantised."""
+
+    placement: Placement = _doc("Q/DQ placement: `tensorrt` or `onnxruntime`")
+    unquantized_layers: Literal["fp16", "fp32"] = _doc("precision of the layers without Q/DQ")
+    calibration: Calibration = _doc("the calibration run")
+
+
+@dataclass(frozen=True)
+class PrecisionDetails:
+    """How the bundle's precision was baked into its graphs."""
+
+    io: Literal["float32", "float16"] = _doc("dtype of the graphs' float inputs and outputs")
+    fp16: Optional[Fp16Details] = _doc("FP16 conversion (FP16 bundles, and INT8 for TensorRT)", default=None)
+    int8: Optional[Int8Details] = _doc("INT8 quantisation (INT8 bundles)", default=None)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """`config.json`: everything the runtime needs to run a bundle's graphs."""
+
+    kind: Kind = _doc("model kind; it says which graphs the bundle holds and how they run")
+    created: str = _doc("UTC ISO-8601 time of the export")
+    model: Mapping[str, Any] = _doc("the model's own config (for `cris`: the CRIS config)")
+    checkpoint: Checkpoint = _doc("the weights it was exported from")
+    input_size: int = _doc("side S of the square model input, pixels (a multiple of 32)")
+    word_len: int = _doc("tokens per text L (SOT and EOT included; at most 77)")
+    mean: tuple[float, float, float] = _doc("image normalisation mean, RGB on the [0, 1] scale")
+    std: tuple[float, float, float] = _doc("image normalisation std, RGB on the [0, 1] scale")
+    threshold: float = _doc("default mask threshold on the probability, in [0, 1)")
+    precision: Precision = _doc("the bundle's precision")
+    precision_details: PrecisionDetails = _doc("how the precision was baked")
+    vocabulary: str = _doc("file name of the tokenizer's BPE vocabulary in the bundle")
+    max_batch: int = _doc("largest batch the engines are built for (>= 1)")
+    tensorrt_compatible: bool = _doc("whether the graphs are meant for TensorRT (false only for INT8 placed for "
+                                     "ONNX Runtime)")
+    head_output: HeadOutput = _doc("what the head graph returns: `logits`; `features` (z_v and the dynamic kernel, "
+                                   "for the fused SimUpsample kernel); `plugin` (probabilities from the SimUpsample "
+                                   "TensorRT plugin node)")
+    plugins: Optional[Plugins] = _doc("TensorRT plugins the engines need, or null")
+    graphs: Mapping[str, Graph] = _doc("the graphs by name (for `cris`: `text`, `visual`, `head`)")
+    versions: Mapping[str, Union[str, int]] = _doc("versions of cris_edge and the tools that made the bundle")
+    files: Mapping[str, FileEntry] = _doc("every other file of the bundle: size and sha256", default_factory=dict)
+
+    def graph(self, name: str) -> Graph:
+        """Graph ``name``; BundleError naming the graphs there are."""
+        if name not in self.graphs:
+            raise BundleError(f"the bundle has no graph {name!r}; it has {sorted(self.graphs)}")
+        return self.graphs[name]
+
+    @property
+    def has_engines(self) -> bool:
+        """Whether every graph has a TensorRT engine."""
+        return all(g.engine is not None for g in self.graphs.values())
+
+    def referenced_files(self) -> list[str]:
+        """Names of the files the config points at (graphs, engines, vocabulary)."""
+        names = [self.vocabulary]
+        for g in self.graphs.values():
+            names.append(g.onnx)
+            if g.engine is not None:
+                names.append(g.engine.file)
+        return names
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``config.json`` (``format`` and ``format_version`` first)."""
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **_encode(self)}
+
+
+# -- JSON <-> dataclasses ---------------------------------------------------------------------
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _kind_of(value: Any) -> str:
+    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean",
+                                         int: "integer", float: "number"}.get(type(value), type(value).__name__)
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    """``value`` (parsed JSON) as type ``tp``; BundleError naming ``where`` when it is not one."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise BundleError(f"{where} must be an object, got {_kind_of(value)}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in value:
+                kwargs[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise BundleError(f"{where}.{f.name} is missing")
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(tp)})
+        if unknown:
+            raise BundleError(f"{where} has unknown fields {unknown}")
+        return tp(**kwargs)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options:
+            try:
+                return _decode(option, value, where)
+            except BundleError:
+                if len(options) == 1:
+                    raise
+        raise BundleError(f"{where} must be one of {[_type_name(a) for a in args]}, got {_kind_of(value)} "
+                          f"{_short(value)}")
+    if origin is Literal:
+        if value not in args or type(value) is not type(args[0]):
+            raise BundleError(f"{where} must be one of {list(args)}, got {_short(value)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise BundleError(f"{where} must be an array, got {_kind_of(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise BundleError(f"{where} must hold {len(args)} items, got {len(value)}")
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin in (collections.abc.Mapping, dict):
+        if not isinstance(value, dict):
+            raise BundleError(f"{where} must be an object, got {_kind_of(value)}")
+        return {k: _decode(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise BundleError(f"{where} must be true or false, got {_kind_of(value)} {_short(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BundleError(f"{where} must be an integer, got {_kind_of(value)} {_short(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BundleError(f"{where} must be a number, got {_kind_of(value)} {_short(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise BundleError(f"{where} must be a string, got {_kind_of(value)} {_short(value)}")
+        return value
+    raise TypeError(f"no JSON decoding for {tp!r}")  # a field type this module does not handle
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(tp: Any) -> str:
+    if dataclasses.is_dataclass(tp):
+        return "object"
+    if typing.get_origin(tp) is tuple:
+        return "array"
+    return {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null"}.get(tp, str(tp))
+
+
+# -- validation beyond types ------------------------------------------------------------------
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_name(name: str, where: str) -> None:
+    if not _SAFE_NAME.fullmatch(name) or name == CONFIG_FILE:
+        raise BundleError(f"{where} {name!r} must be a plain file name inside the bundle (no directories)")
+
+
+def validate(bundle: Bundle) -> None:
+    """Check what the types cannot: ranges, file names, and that the graphs are the kind's.
+    Raises BundleError naming config.json and the field."""
+    def fail(field_name: str, message: str) -> None:
+        raise BundleError(f"{CONFIG_FILE}: {field_name} {message}")
+
+    if bundle.input_size < 32 or bundle.input_size % 32:
+        fail("input_size", f"must be a positive multiple of 32, got {bundle.input_size}")
+    if not 2 <= bundle.word_len <= CLIP_CONTEXT:
+        fail("word_len", f"must be in [2, {CLIP_CONTEXT}] (SOT + EOT .. CLIP's context), got {bundle.word_len}")
+    if not all(0.0 <= m <= 1.0 for m in bundle.mean):
+        fail("mean", f"must be RGB on the [0, 1] scale, got {list(bundle.mean)}")
+    if not all(0.0 < s <= 1.0 for s in bundle.std):
+        fail("std", f"must be positive RGB on the [0, 1] scale, got {list(bundle.std)}")
+    if not 0.0 <= bundle.threshold < 1.0:
+        fail("threshold", f"must be in [0, 1), got {bundle.threshold}")
+    if bundle.max_batch < 1:
+        fail("max_batch", f"must be >= 1, got {bundle.max_batch}")
+    expected = GRAPHS[bundle.kind]
+    if sorted(bundle.graphs) != sorted(expected):
+        fail("graphs", f"of a {bundle.kind!r} bundle must be {list(expected)}, got {sorted(bundle.graphs)}")
+    details = bundle.precision_details
+    if bundle.precision == "int8" and details.int8 is None:
+        fail("precision_details.int8", "is missing for an int8 bundle")
+    if bundle.precision == "fp16" and details.fp16 is None:
+        fail("precision_details.fp16", "is missing for an fp16 bundle")
+    if bundle.head_output == "plugin" and bundle.plugins is None:
+        fail("plugins", "is null although head_output is 'plugin'")
+    if bundle.plugins is not None:
+        _check_name(bundle.plugins.library, f"{CONFIG_FILE}: plugins.library")
+    _check_name(bundle.vocabulary, f"{CONFIG_FILE}: vocabulary")
+    for name, graph in bundle.graphs.items():
+        _check_name(graph.onnx, f"{CONFIG_FILE}: graphs.{name}.onnx")
+        if graph.engine is not None:
+            _check_name(graph.engine.file, f"{CONFIG_FILE}: graphs.{name}.engine.file")
+        for io in (*graph.inputs, *graph.outputs):
+            if not io.shape or io.shape[0] != "batch" or any(isinstance(d, int) and d < 1 for d in io.shape[1:]):
+                fail(f"graphs.{name}", f"tensor {io.name!r} must have shape ['batch', positive dims...], "
+                                       f"got {list(io.shape)}")
+    for name, entry in bundle.files.items():
+        _check_name(name, f"{CONFIG_FILE}: files")
+        if not _SHA256.fullmatch(entry.sha256):
+            fail(f"files.{name}.sha256", "must be 64 lower-case hex digits")
+        if entry.bytes < 0:
+            fail(f"files.{name}.bytes", f"must be >= 0, got {entry.bytes}")
+    unlisted = [n for n in bundle.referenced_files() if n not in bundle.files]
+    if unlisted:
+        fail("files", f"does not list {unlisted}, which the config names: every file the bundle uses must be "
+                      "listed with its size and sha256")
+
+
+# -- reading and writing ----------------------------------------------------------------------
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def from_json(data: Any) -> Bundle:
+    """A `Bundle` from parsed ``config.json``; BundleError naming the first bad field."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{CONFIG_FILE} is not a cris-edge bundle config (format {FORMAT!r} expected)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{CONFIG_FILE} has format version {data.get('format_version')!r}; this cris-edge reads "
+                          f"version {FORMAT_VERSION}: re-export the bundle with this version's cris-export")
+    body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    bundle = _decode(Bundle, body, CONFIG_FILE)
+    validate(bundle)
+    return bundle
+
+
+def read(directory: PathLike, verify: bool = True) -> Bundle:
+    """The validated `Bundle` of ``directory``.
+
+    With ``verify`` (the default) every file listed under ``files`` must exist with its recorded
+    size and sha256. Raises BundleError naming the problem: no directory, no or unreadable
+    ``config.json``, unknown format version, a missing or invalid field, a missing or corrupt file.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise BundleError(f"bundle {root} is not a directory")
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise BundleError(f"bundle {root} has no {CONFIG_FILE}: not a cris-export bundle, or an interrupted one")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"cannot read {path}: {err}") from err
+    try:
+        bundle = from_json(data)
+    except BundleError as err:
+        raise BundleError(f"bundle {root}: {err}") from None
+    if verify:
+        verify_files(root, bundle)
+    return bundle
+
+
+def is_bundle(directory: PathLike) -> bool:
+    """Whether ``directory`` holds a valid cris-edge bundle (files verified)."""
+    try:
+        read(directory)
+    except BundleError:
+        return False
+    return True
+
+
+def verify_files(directory: PathLike, bundle: Bundle) -> None:
+    """Check every file in ``bundle.files`` under ``directory`` (a regular file, not a link, of
+    the recorded size and sha256); BundleError lists all that are missing or differ."""
+    root = Path(directory)
+    problems = []
+    for name, meta in bundle.files.items():
+        path = root / name
+        if path.is_symlink() or not path.is_file():
+            problems.append(f"{name}: missing" + (" (a symbolic link is not a bundle file)" if path.is_symlink()
+                                                  else ""))
+        elif path.stat().st_size != meta.bytes:
+            problems.append(f"{name}: {path.stat().st_size} bytes, expected {meta.bytes} (truncated or replaced)")
+        elif sha256_file(path) != meta.sha256:
+            problems.append(f"{name}: sha256 differs from {CONFIG_FILE} (corrupt or modified)")
+    if problems:
+        raise BundleError(f"bundle {root} is damaged:\n  " + "\n  ".join(problems)
+                          + f"\nre-export it (cris-export ... --output {root})")
+
+
+def file_path(directory: PathLike, bundle: Bundle, name: str) -> Path:
+    """Path of the bundle file ``name``, which must be listed in ``bundle.files``."""
+    if name not in bundle.files:
+        raise BundleError(f"{name!r} is not a file of bundle {directory}")
+    return Path(directory) / name
+
+
+def graph_path(directory: PathLike, bundle: Bundle, graph: str, kind: str = "onnx") -> Path:
+    """Path of graph ``graph``'s ``kind`` file (``"onnx"`` or ``"engine"``); BundleError if the
+    bundle has none."""
+    entry = bundle.graph(graph)
+    if kind == "engine":
+        if entry.engine is None:
+            raise BundleError(f"bundle has no TensorRT engine for {graph!r}: build them on the target with "
+                              f"`cris-export --engine-only {Path(directory)}`")
+        return file_path(directory, bundle, entry.engine.file)
+    return file_path(directory, bundle, entry.onnx)
+
+
+def write(directory: PathLike, bundle: Bundle) -> Bundle:
+    """Record the size and sha256 of every file in ``directory`` (but ``config.json``) in
+    ``bundle.files``, validate, and write ``config.json`` atomically; return the written bundle."""
+    root = Path(directory)
+    files = {path.name: FileEntry(sha256_file(path), path.stat().st_size)
+             for path in sorted(root.iterdir()) if path.is_file() and path.name != CONFIG_FILE}
+    bundle = dataclasses.replace(bundle, files=files)
+    validate(bundle)
+    text = json.dumps(bundle.to_json(), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, root / CONFIG_FILE)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return bundle
+
+
+def check_engines(directory: PathLike, bundle: Bundle, tensorrt_version: str, gpu_name: str,
+                  compute_capability: str) -> None:
+    """Raise EngineMismatchError unless every engine in the bundle was built by TensorRT
+    ``tensorrt_version`` on a ``gpu_name`` GPU of ``compute_capability`` (``"8.7"``): serialized
+    engines work only there. The message gives the command that rebuilds them."""
+    here = {"tensorrt": tensorrt_version, "gpu": gpu_name, "compute_capability": compute_capability}
+    problems = []
+    for name, graph in bundle.graphs.items():
+        if graph.engine is None:
+            problems.append(f"{name}: no engine built")
+            continue
+        for key, value in here.items():
+            if getattr(graph.engine, key) != value:
+                problems.append(f"{name}: built for {key} {getattr(graph.engine, key)!r}, this machine has {value!r}")
+    if problems:
+        raise EngineMismatchError(
+            f"the TensorRT engines of bundle {directory} cannot run here:\n  " + "\n  ".join(problems)
+            + f"\nrebuild them on this machine with: cris-export --engine-only {directory}")
+
+
+# -- the schema page --------------------------------------------------------------------------
+def schema_markdown() -> str:
+    """docs/bundle-format.md, generated from the dataclasses above (``python -m cris_edge.bundle``)."""
+    lines = ["# The bundle format", "",
+             f"<!-- Generated by `python -m cris_edge.bundle > docs/bundle-format.md`; edit cris_edge/bundle.py. -->",
+             "", "A bundle is a directory that `cris-export` writes and every runtime reads: `config.json` "
+             "(described here), the tokenizer vocabulary, the ONNX graphs of its `kind` with their precision baked "
+             "in, and TensorRT engines where they were built. The types live in `cris_edge/bundle.py`; the "
+             "exporter writes them with `cris_edge.bundle.write` and the runtimes read them with "
+             "`cris_edge.bundle.read`.", "",
+             f"`config.json` holds `\"format\": \"{FORMAT}\"`, `\"format_version\": {FORMAT_VERSION}`, then the fields "
+             "of `Bundle` below. A reader refuses another format version, a missing field, a field of the wrong "
+             "type or out of range, and an unknown field, with one error that names the field.", ""]
+    seen: list[type] = []
+
+    def collect(tp: Any) -> None:
+        if dataclasses.is_dataclass(tp) and tp not in seen:
+            seen.append(tp)
+            for hint in typing.get_type_hints(tp).values():
+                collect(hint)
+        for arg in typing.get_args(tp):
+            collect(arg)
+
+    collect(Bundle)
+    for tp in seen:
+        lines += [f"## `{tp.__name__}`", "", (tp.__doc__ or "").strip(), "", "| field | type | meaning |",
+                  "|---|---|---|"]
+        hints = typing.get_type_hints(tp)
+        for f in dataclasses.fields(tp):
+            lines.append(f"| `{f.name}` | {_schema_type(hints[f.name])} | {f.metadata.get('doc', '')} |")
+        lines.append("")
+    lines += ["## Trust model", "",
+              "A bundle is data, never code. Before anything in it is used, `config.json` is validated as above "
+              "and every listed file is checked against its size and sha256; every file the config names (graphs, "
+              "engines, vocabulary) must be a plain file name inside the bundle directory and listed there. "
+              "Symbolic links are refused. ONNX graphs and TensorRT engines are parsed by their runtimes, never "
+              "executed as Python. The TensorRT plugin library named under `plugins.library` is a file name only: "
+              "the TensorRT runtime loads it from `$CRIS_EDGE_TRT_PLUGIN` (the device owner's choice), else from "
+              "the bundle only when it is listed there (and so verified like every file), else from the `build/` "
+              "directory of a source checkout; never from a path the bundle chooses.", ""]
+    return "\n".join(lines)
+
+
+def _schema_type(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return f"`{tp.__name__}`"
+    if origin is Literal:
+        return " \\| ".join(f"`{json.dumps(a)}`" for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_schema_type(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"array of {_schema_type(args[0])}"
+        return f"array of {len(args)} {_schema_type(args[0])}"
+    if typing.get_origin(tp) is not None and args:
+        return f"object of {_schema_type(args[1])}"
+    return {int: "integer", float: "number", str: "string", bool: "boolean", type(None): "null",
+            Any: "any JSON"}.get(tp, str(tp))
+
+
+if __name__ == "__main__":
+    print(schema_markdown())

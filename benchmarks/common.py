@@ -55,7 +55,7 @@ def versions() -> dict[str, Optional[str]]:
 def machine() -> dict:
     """CPU model, logical CPUs usable by this process, OS, Python, GPU (None without one) and the
     load average now; every result file records it."""
-    from cris_edge.export.tensorrt_build import find_gpu  # stdlib only: imports no TensorRT
+    from cris_edge.runtime.backends.cuda import find_gpu  # cuda-python or nvidia-smi; imports no TensorRT
 
     gpu = find_gpu()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

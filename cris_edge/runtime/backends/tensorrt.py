@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from ..text_cache import TextFeatures
 from . import cuda, fused
 from .base import Backend, BackendUnavailableError, ModelInfo, Output, Pair, to_frame
 from .trt_engine import TrtEngine
+
+if TYPE_CHECKING:  # imported at run time only after a GPU is found (see check_tensorrt)
+    import tensorrt as trt
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -131,13 +134,13 @@ class TensorRTBackend(Backend):
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
         self.info = ModelInfo.from_bundle(bundle_dir, config)
         self.head_output = config.get("head_output", "logits")
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger: trt.Logger = trt.Logger(trt.Logger.WARNING)
         if config.get("plugins"):
             path = plugin_library(bundle_dir, config["plugins"]["library"])
             if trt.get_plugin_registry().load_library(str(path)) is None:
                 raise BundleError(f"TensorRT {trt.__version__} could not load the plugin library {path}: rebuild it "
                                   "against this TensorRT (cmake -S cpp -B build && cmake --build build)")
-        runtime = trt.Runtime(self._logger)
+        runtime: trt.Runtime = trt.Runtime(self._logger)
         self._engines = {
             name: TrtEngine(trt, runtime, graph_path(bundle_dir, config, name, "engine"),
                             [io["name"] for io in entry["inputs"]], [io["name"] for io in entry["outputs"]])
@@ -148,14 +151,14 @@ class TensorRTBackend(Backend):
         self._timer = cuda.EventTimer(self._stream)
         self._kernels = fused.load_kernels(self.info.mean, self.info.std)
         self._gpu_post = self._kernels is not None and self.head_output == "features"
-        self._buffers: dict[str, object] = {}
+        self._buffers: dict[str, Any] = {}  # cuda.PinnedBuffer or cuda.DeviceBuffer
         self._graph: Optional[cuda.CudaGraph] = None
         self._graphs_enabled, self._last_key = True, None
         if self._gpu_post:  # SimUpsample's dense weights, biases and workspace, for a whole head batch
             z_v, batch = self._head.spec("z_v"), self._head.max_batch
             self._weight = cuda.DeviceBuffer(batch * z_v.item[0] * 9 * z_v.dtype.itemsize)
             self._bias = cuda.DeviceBuffer(batch * z_v.dtype.itemsize)
-            self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))
+            self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))  # type: ignore[arg-type]  # _gpu_post: kernels loaded
         gpu, capability = cuda.gpu_info(self._device)
         where = {True: "CUDA kernel", False: "numpy"}
         self.name = (f"tensorrt {trt.__version__} ({gpu}, sm {capability}; pre-processing: "
@@ -324,7 +327,7 @@ class TensorRTBackend(Backend):
             m = next((e for e in range(j + 1, n) if chunk.frames[e] != chunk.frames[j]), n) - j
             for name in layout:  # "mask", and "prob" when asked for
                 offset = layout[name][chunk.start + j]
-                fused.sim_upsample(self._kernels, head.buffers["z_v"].ptr + j * z_v.item_bytes,
+                fused.sim_upsample(self._kernels, head.buffers["z_v"].ptr + j * z_v.item_bytes,  # type: ignore[arg-type]
                                    weight.ptr + j * weight_bytes, bias.ptr + j * itemsize, z_v.dtype, m, channels,
                                    grid, self.info.input_size, frame.inverse,
                                    self._buffers[f"out_{name}_device"].ptr + offset, frame.hw, name == "mask",
@@ -412,4 +415,4 @@ class TensorRTBackend(Backend):
         self._graph = None
         self._buffers.clear()
         self._engines.clear()
-        self._text = self._visual = self._head = None
+        self._text = self._visual = self._head = None  # type: ignore[assignment]  # closed

@@ -90,7 +90,10 @@ def open_segmenter(row: RowSpec, settings: Settings):
 
     if row.backend == "pytorch":
         from torch_variants import TorchVariantBackend
-        backend = TorchVariantBackend(row.checkpoint, row.model_config, settings.device, settings.threads,
+        if settings.threads:  # this worker process is the row's own: it sets torch's process-wide threads
+            import torch
+            torch.set_num_threads(settings.threads)
+        backend = TorchVariantBackend(row.checkpoint, row.model_config, settings.device, None,
                                       row.precision, row.variant == "cuda-graph")
         return Segmenter.from_backend(backend, "benchmark row")
     return Segmenter(row.bundle, row.backend, settings.device, threads=settings.threads)

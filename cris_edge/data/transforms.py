@@ -11,22 +11,19 @@ sentence) pairs for one image, so the backbone runs once for all of them. Evalua
 
 from __future__ import annotations
 
-import warnings
-
 import cv2
 import numpy as np
 
 from ..runtime.preprocess import preprocess
-from ..tokenizer import TextTruncatedWarning, get_tokenizer
+from ..tokenizer import get_tokenizer
 from .records import Record
 
 
 def tokenize_quietly(sentence: str, word_len: int) -> np.ndarray:
     """int32 ``[word_len]`` token ids; over-long sentences are cut silently (as the official
-    training code does), not with a warning per sample."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TextTruncatedWarning)
-        return get_tokenizer().batch(sentence, word_len, truncate=True).tokens[0]
+    training code does), not with a warning per sample. Touches no warnings filter, so DataLoader
+    worker threads and the caller's own filters are unaffected."""
+    return get_tokenizer().batch(sentence, word_len, truncate=True, warn=False).tokens[0]
 
 
 def train_pairs(record: Record, input_size: int, word_len: int, pairs: int, rng: np.random.Generator

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 
-from ..tokenizer import TextTruncatedWarning
 from .segmenter import Segmenter
 
 
@@ -30,6 +28,4 @@ class SegmenterPredictor:
         """uint8 BGR ``[H, W, 3]`` frame + sentences -> one uint8 ``[H, W]`` mask in {0, 1} each."""
         if len(sentences) == 0:
             return []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TextTruncatedWarning)
-            return [r.mask for r in self.segmenter.run(frame, list(sentences))]
+        return [r.mask for r in self.segmenter.run(frame, list(sentences), warn_truncated=False)]

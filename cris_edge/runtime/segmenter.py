@@ -54,7 +54,8 @@ class Segmenter:
             ``"cuda:N"`` or a GPU index.
         threshold: mask threshold on the probability (default: the bundle's, 0.35).
         config: for a checkpoint, its CRIS config (name or path) where the weights cannot tell.
-        threads: CPU threads of ONNX Runtime / PyTorch (default: physical cores).
+        threads: CPU threads of ONNX Runtime (default: physical cores). The PyTorch backend
+            ignores it (torch's thread count is process-wide: call ``torch.set_num_threads``).
         text_cache_size: prompts whose text features are kept (LRU; 0 disables the cache).
 
     Raises ValueError for bad arguments, FileNotFoundError for a missing path, BundleError (a
@@ -99,7 +100,8 @@ class Segmenter:
         return f"Segmenter(backend={self.backend!r}, input_size={self.input_size}, precision={self.precision!r})"
 
     def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
-            return_prob: bool = False) -> Union[SegmentationResult, list[SegmentationResult]]:
+            return_prob: bool = False, warn_truncated: bool = True
+            ) -> Union[SegmentationResult, list[SegmentationResult]]:
         """Segment what ``text`` names in ``frame``.
 
         Args:
@@ -109,19 +111,23 @@ class Segmenter:
                 Over-long prompts are cut to the model's ``word_len`` tokens with a
                 `TextTruncatedWarning`.
             return_prob: also return each float32 ``[H, W]`` probability map.
+            warn_truncated: False cuts over-long prompts quietly (no warning, and no warnings
+                filter touched: safe with other threads). A prompt warns when it is tokenized,
+                i.e. not again while its features are in the text cache.
 
         Returns one `SegmentationResult` for a str, a list of them (in order) for a list.
         Raises ValueError naming the problem for a bad frame or text.
         """
         texts, single = check_texts(text)
         check_frame(frame, color)
-        results = self._segment([frame], color, [(0, t) for t in texts], return_prob)
+        results = self._segment([frame], color, [(0, t) for t in texts], return_prob, warn_truncated)
         return results[0] if single else results
 
     def run_batch(self, frames: Sequence[np.ndarray], texts: Union[str, Sequence[str]], *, color: str = "bgr",
-                  return_prob: bool = False) -> list[SegmentationResult]:
+                  return_prob: bool = False, warn_truncated: bool = True) -> list[SegmentationResult]:
         """Segment a batch of frames in one pass per graph (for throughput): ``texts`` is one
-        prompt for every frame, or one prompt per frame. Returns one result per frame."""
+        prompt for every frame, or one prompt per frame. Returns one result per frame. The
+        keyword arguments are `run`'s."""
         frames = check_frames(frames)
         prompts, single = check_texts(texts)
         if single:
@@ -131,15 +137,15 @@ class Segmenter:
         check_color(color)
         for i, frame in enumerate(frames):
             check_frame(frame, color, f"frames[{i}]")
-        return self._segment(frames, color, list(enumerate(prompts)), return_prob)
+        return self._segment(frames, color, list(enumerate(prompts)), return_prob, warn_truncated)
 
     def _segment(self, frames: list, color: str, requests: list[tuple[int, str]],
-                 want_prob: bool) -> list[SegmentationResult]:
+                 want_prob: bool, warn_truncated: bool = True) -> list[SegmentationResult]:
         with self._lock:
             if self._backend is None:
                 raise RuntimeError("this Segmenter is closed")
             start = time.perf_counter()
-            features = self._text_features([t for _, t in requests])
+            features = self._text_features([t for _, t in requests], warn_truncated)
             text_ms = 1e3 * (time.perf_counter() - start)
             step = self._backend.max_frames or len(frames)
             masks, probs, timings = [], [], {"text": text_ms}
@@ -155,12 +161,12 @@ class Segmenter:
         return [SegmentationResult(text, mask, prob, dict(timings))
                 for (_, text), mask, prob in zip(requests, masks, probs)]
 
-    def _text_features(self, texts: list[str]) -> list[TextFeatures]:
+    def _text_features(self, texts: list[str], warn_truncated: bool = True) -> list[TextFeatures]:
         """Features of ``texts`` from the cache, running the text graph once on the misses."""
         found = {t: self.text_cache.get(t) for t in dict.fromkeys(texts)}
         missing = [t for t, f in found.items() if f is None]
         if missing:
-            tokens = self._tokenizer.batch(missing, self.word_len)
+            tokens = self._tokenizer.batch(missing, self.word_len, warn=warn_truncated)
             for t, f in zip(missing, self._backend.encode_text(tokens)):
                 found[t] = f
                 self.text_cache.put(t, f)

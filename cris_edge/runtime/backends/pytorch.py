@@ -3,6 +3,7 @@ training-side checks (float32, eager; the official grouped convolution in the he
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,16 @@ from ...tokenizer import TokenBatch
 from ..text_cache import TextFeatures
 from .base import HostBackend, ModelInfo, plural
 
+log = logging.getLogger("cris_edge.runtime")
+
 
 class TorchBackend(HostBackend):
     """``load_cris(checkpoint, config)`` on ``device`` (None: CUDA when available, else CPU).
-    ``threads`` sets torch's intra-op threads (process-wide) when given."""
+
+    ``threads`` has no effect here (a warning is logged when it is given): torch's intra-op
+    thread count is process-wide (``torch.set_num_threads``), so a library call does not change
+    it; a program that wants it set calls ``torch.set_num_threads`` itself. ``threads`` applies
+    to the ONNX Runtime backend only. The name reports the thread count torch uses."""
 
     def __init__(self, checkpoint: Path, config=None, device: Optional[str] = None, threads: Optional[int] = None):
         import torch
@@ -24,7 +31,8 @@ class TorchBackend(HostBackend):
 
         self._torch = torch
         if threads:
-            torch.set_num_threads(int(threads))
+            log.warning("threads=%s ignored by the PyTorch backend: torch's thread count is process-wide; call "
+                        "torch.set_num_threads(%s) in your program to set it", threads, threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_cris(checkpoint, config).to(self.device).eval()
         cfg = self.model.config

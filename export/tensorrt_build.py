@@ -39,8 +39,11 @@ class Profile:
 
 
 def tensorrt_installed() -> bool:
-    """Whether the ``tensorrt`` Python package is installed (without importing it)."""
-    return importlib.util.find_spec("tensorrt") is not None
+    """Whether the ``tensorrt`` Python package is installed (without importing it). A directory
+    ``tensorrt`` without ``__init__.py`` (a namespace package, e.g. what ``tensorrt-stubs`` leaves
+    in site-packages) is not TensorRT."""
+    spec = importlib.util.find_spec("tensorrt")
+    return spec is not None and spec.origin is not None
 
 
 def engine_unavailable_reason() -> Optional[str]:

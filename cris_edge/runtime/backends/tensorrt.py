@@ -158,7 +158,7 @@ class TensorRTBackend(Backend):
             z_v, batch = self._head.spec("z_v"), self._head.max_batch
             self._weight = cuda.DeviceBuffer(batch * z_v.item[0] * 9 * z_v.dtype.itemsize)
             self._bias = cuda.DeviceBuffer(batch * z_v.dtype.itemsize)
-            self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))  # type: ignore[arg-type]  # _gpu_post: kernels loaded
+            self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))  # type: ignore[arg-type]
         gpu, capability = cuda.gpu_info(self._device)
         where = {True: "CUDA kernel", False: "numpy"}
         self.name = (f"tensorrt {trt.__version__} ({gpu}, sm {capability}; pre-processing: "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class TrtEngine:
 
     def __init__(self, trt: ModuleType, runtime: tensorrt.Runtime, path: Path, inputs: Sequence[str],
                  outputs: Sequence[str]):
-        engine: tensorrt.ICudaEngine = runtime.deserialize_cuda_engine(path.read_bytes())
+        engine: Optional[tensorrt.ICudaEngine] = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BundleError(f"TensorRT could not deserialize {path} (see its log above): rebuild the engines on this "
                               f"machine with `cris-export --engine-only {path.parent}`")
@@ -54,7 +54,7 @@ class TrtEngine:
             raise RuntimeError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
         self.max_batch = min(int(engine.get_tensor_profile_shape(name, 0)[2][0]) for name in inputs)
         for name in inputs:  # at the largest batch, so every output's largest shape is known
-            shape: tuple[int, ...] = tuple(engine.get_tensor_profile_shape(name, 0)[2])  # type: ignore[arg-type]  # Dims iterates (__getitem__); the stubs lack __iter__
+            shape: tuple[int, ...] = tuple(engine.get_tensor_profile_shape(name, 0)[2])  # type: ignore[arg-type]
             if not self.context.set_input_shape(name, shape):
                 raise RuntimeError(f"TensorRT refused input shape {shape} for {name!r} of {path}")
         self.inputs = [self._spec(trt, name) for name in inputs]
@@ -65,7 +65,8 @@ class TrtEngine:
         self._batch = self.max_batch
 
     def _spec(self, trt: ModuleType, name: str) -> TensorSpec:
-        shape: tuple[int, ...] = tuple(self.context.get_tensor_shape(name))  # type: ignore[arg-type]  # as above
+        # Dims iterates through __getitem__; the 10.13 stubs declare no __iter__
+        shape: tuple[int, ...] = tuple(self.context.get_tensor_shape(name))  # type: ignore[arg-type]
         if len(shape) == 0 or any(d < 0 for d in shape[1:]):
             raise BundleError(f"engine tensor {name!r} has shape {shape}: only the batch may be dynamic")
         return TensorSpec(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape[1:])

@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from typing import Iterator, Union
 
 ROOT = "root"  # the root logger's record name (`logging.warning(...)` and friends)
+#: Serialises our edits of the filter lists; each edit swaps in a new list, so a thread iterating
+#: a list (a record being filtered) never sees it change under it.
+_LOCK = threading.Lock()
 
 _Target = Union[logging.Logger, logging.Handler]
 
@@ -65,11 +68,13 @@ def quiet_loggers(*prefixes: str, level: int = logging.WARNING) -> Iterator[None
     threads' records, and this thread's records of other loggers, are untouched. (With
     ``logging.logThreads`` off, records carry no thread and nothing is dropped.)"""
     quiet = _ThreadFilter(tuple(prefixes), level, threading.get_ident())
-    targets = _targets(quiet.prefixes)
-    for target in targets:
-        target.addFilter(quiet)
+    with _LOCK:
+        targets = _targets(quiet.prefixes)
+        for target in targets:
+            target.filters = [*target.filters, quiet]
     try:
         yield
     finally:
-        for target in targets:
-            target.removeFilter(quiet)
+        with _LOCK:
+            for target in targets:
+                target.filters = [f for f in target.filters if f is not quiet]

@@ -202,6 +202,29 @@ def test_quiet_loggers_drop_only_this_threads_records_of_those_loggers():
     assert handler.filters == [] and noisy.filters == [] and logging.root.filters == []
 
 
+def test_quiet_loggers_from_many_threads_leave_no_filter_behind():
+    handler, noisy = _Records(), logging.getLogger("onnxscript.test_quiet")
+    logging.root.addHandler(handler)
+
+    def work(k):
+        for i in range(200):
+            with quiet_loggers("onnxscript"):
+                noisy.warning("dropped %d %d", k, i)
+            noisy.warning("heard %d %d", k, i)
+
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        logging.root.removeHandler(handler)
+    messages = [r.getMessage() for r in handler.records]
+    assert len(messages) == 800 and all(m.startswith("heard") for m in messages)
+    assert handler.filters == noisy.filters == logging.root.filters == logging.lastResort.filters == []
+
+
 def test_export_changes_no_process_wide_logging_or_warning_state(model):
     """The exporter's noise is silenced on the exporting thread only: another thread's records of
     the same loggers still come through while it runs, and nothing stays changed afterwards."""

@@ -188,14 +188,17 @@ class ClipTokenizer:
         return data.decode("utf-8", errors="replace").replace("</w>", " ")
 
     def batch(
-        self, texts: str | Iterable[str], context_length: int = 17, truncate: bool = True, *, warn: bool = True
+        self, texts: str | Iterable[str], context_length: int = 17, truncate: bool = True, *,
+        warn: bool = True,
     ) -> TokenBatch:
         """Tokenize ``texts`` (a str is one text) to a TokenBatch of B rows of ``context_length``.
 
         Raises ValueError for an empty text (after cleaning), context_length < 2, or an
         over-long text with ``truncate=False``; TypeError for a non-str text. With
-        ``truncate=True`` an over-long text is cut, its last token EOT, and (unless ``warn`` is
-        False) a TextTruncatedWarning names it.
+        ``truncate=True`` an over-long text is cut, its last token EOT, and a
+        TextTruncatedWarning names it unless ``warn=False`` (cut quietly, as the official
+        training and evaluation code do; no warnings filter is touched, so this is safe in
+        threads).
         """
         if isinstance(context_length, bool) or not isinstance(context_length, int):
             raise TypeError(f"context_length must be an int, got {context_length!r}")
@@ -245,7 +248,7 @@ def get_tokenizer(
 
 
 def tokenize(
-    texts: str | Iterable[str], context_length: int = 17, truncate: bool = True
+    texts: str | Iterable[str], context_length: int = 17, truncate: bool = True, *, warn: bool = True
 ) -> np.ndarray:
     """int32 [B, context_length] token ids of ``texts`` (see ``ClipTokenizer.batch``)."""
-    return get_tokenizer().batch(texts, context_length, truncate).tokens
+    return get_tokenizer().batch(texts, context_length, truncate, warn=warn).tokens

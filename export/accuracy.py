@@ -63,7 +63,7 @@ def evaluate(bundles: Sequence[Path], samples: int, seed_offset: int = HELD_OUT_
         ms = [Counter() for _ in segmenters]
         for record in records:
             sentences = list(record.sentences)
-            runs = [seg.run(record.image, sentences, warn_truncation=False) for seg in segmenters]
+            runs = [seg.run(record.image, sentences, warn_truncated=False) for seg in segmenters]
             for k, results in enumerate(runs):
                 ms[k].update({s: results[0].timings.get(s, 0.0) for s in STAGES})
                 for result, reference in zip(results, runs[0]):

@@ -12,12 +12,12 @@ from typing import Optional, Sequence
 
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import CONFIG_FILE, Bundle, Engine, Graph
+from cris_edge.runtime.backends.cuda import find_gpu
 
 from .plugin import LIBRARY, PLUGIN_ENV, find_library
 from .progress import Stages
 from .staging import staged_directory
-from .tensorrt_build import (EngineBuildError, Profile, build_engine, engine_unavailable_reason, find_gpu,
-                             trtexec_command)
+from .tensorrt_build import EngineBuildError, Profile, build_engine, engine_unavailable_reason, trtexec_command
 
 DEFAULT_WORKSPACE_MIB = 1024
 

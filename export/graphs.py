@@ -16,7 +16,6 @@ remaining shape-only constants.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
 
@@ -28,12 +27,24 @@ from cris_edge.constants import EOT_ID, SOT_ID
 from cris_edge.model import CRIS
 
 from .onnx_passes import BATCH, fold_constants, tidy
+from .quiet import quiet_loggers
 
 #: ONNX opset of every graph: >= 17 (LayerNormalization) and within TensorRT 10's parser (<= 20).
 OPSET = 18
 GRAPH_NAMES = ("text", "visual", "head")
 #: Batch of the example inputs traced at export (not 1: torch.export would specialise it).
 _EXAMPLE_BATCH = 2
+#: Loggers of the exporter stack, silenced (up to WARNING, this thread only) during an export: the
+#: ONNX optimiser and IR passes log every pass and folded constant (e.g. "Skipping constant
+#: folding for op Split with multiple outputs", a WARNING, on each graph).
+_EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+#: Warnings the exporter emits on every export that say nothing about the graph: torch's own
+#: pytree deprecation (raised inside torch.export) and the note that every input's batch axis,
+#: all named "batch", shares one symbol.
+_EXPORTER_WARNINGS = (
+    (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),
+    (UserWarning, r"# The axis name: \w+ will not be used, since it shares the same shape constraints"),
+)
 
 
 @dataclass(frozen=True)
@@ -133,8 +144,11 @@ def export_graph(model: CRIS, name: str, head_output: str = "logits") -> onnx.Mo
         module, outputs = {"text": TextGraph, "visual": VisualGraph}[name](model).eval(), spec.outputs
     args = example_inputs(model, name)
     batch = torch.export.Dim(BATCH, min=1, max=4096)
-    with warnings.catch_warnings(), _quiet_exporter():
-        warnings.simplefilter("ignore")
+    # catch_warnings swaps the process's filter list for the block: export is not called from
+    # the runtime's threads (Segmenter), and only the known warnings above are ignored.
+    with warnings.catch_warnings(), quiet_loggers(*_EXPORTER_LOGGERS):
+        for category, message in _EXPORTER_WARNINGS:
+            warnings.filterwarnings("ignore", message, category)
         program = torch.onnx.export(
             module, args, dynamo=True, opset_version=OPSET, input_names=list(spec.inputs),
             output_names=list(outputs), dynamic_shapes=tuple({0: batch} for _ in args),
@@ -143,14 +157,3 @@ def export_graph(model: CRIS, name: str, head_output: str = "logits") -> onnx.Mo
     graph.graph.name = name
     onnx.checker.check_model(graph, full_check=True)
     return graph
-
-
-class _quiet_exporter:
-    """Silence the exporter's progress logging (it prints a line per stage)."""
-
-    def __enter__(self):
-        self._level = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-
-    def __exit__(self, *exc):
-        logging.disable(self._level)

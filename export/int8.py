@@ -20,7 +20,6 @@ re-export of the same checkpoint with the same data skips calibration.
 from __future__ import annotations
 
 import hashlib
-import logging
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional
@@ -29,6 +28,8 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
+
+from .quiet import ROOT, quiet_loggers
 
 _COMMON = {"ActivationSymmetric": True, "WeightSymmetric": True}
 PLACEMENTS = {
@@ -84,17 +85,13 @@ def quantize_int8(model: onnx.ModelProto, feeds: Optional[Iterable[Mapping[str, 
     with tempfile.TemporaryDirectory(prefix="cris_int8_") as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, source)
-        quiet = logging.root.manager.disable
-        logging.disable(logging.WARNING)  # ONNX Runtime's advice on pre-processing, on the root logger
-        try:
+        with quiet_loggers(ROOT):  # ONNX Runtime's advice on pre-processing, a WARNING on the root logger
             quantize_static(
                 str(source), str(target), _Feeds(feeds) if feeds is not None else None,
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 calibrate_method=CALIBRATION_METHOD, calibration_cache_path=cache_file,
                 op_types_to_quantize=options["op_types_to_quantize"], per_channel=options["per_channel"],
                 extra_options=dict(options["extra_options"]))
-        finally:
-            logging.disable(quiet)
         quantized = onnx.load(str(target))
     quantized.graph.name = model.graph.name
     return quantized

@@ -6,26 +6,25 @@ strongly typed (TensorRT 10: the STRONGLY_TYPED creation flag; 11: always) with 
 flags. One optimisation profile covers batch 1..max on every input; a timing cache is loaded
 and saved across builds; the workspace pool is capped.
 
-The GPU is found (`find_gpu`) before anything of TensorRT is touched: some TensorRT wheels
-crash when a runtime or builder is created on a machine without one.
+The GPU is found (`find_gpu`, from :mod:`cris_edge.runtime.backends.cuda`) before anything of
+TensorRT is touched: some TensorRT wheels crash when a runtime or builder is created on a machine
+without one. tensorrt is imported for type checking only at module level (see
+tests/test_typing_tensorrt.py).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
+from cris_edge.runtime.backends.cuda import find_gpu
+from cris_edge.runtime.backends.trt_check import tensorrt_installed
 
-@dataclass(frozen=True)
-class GpuInfo:
-    """The CUDA device engines are built for: its name and compute capability (``"8.7"``)."""
+if TYPE_CHECKING:
+    import tensorrt as trt
 
-    name: str
-    compute_capability: str
+__all__ = ["EngineBuildError", "Profile", "build_engine", "engine_unavailable_reason", "trtexec_command"]
 
 
 @dataclass(frozen=True)
@@ -35,52 +34,6 @@ class Profile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
-
-
-def find_gpu() -> Optional[GpuInfo]:
-    """Device 0 as CUDA sees it (cuda-python), else as ``nvidia-smi`` reports it; None when
-    neither finds a GPU. Never imports TensorRT."""
-    return _gpu_from_cuda_python() or _gpu_from_nvidia_smi()
-
-
-def _gpu_from_cuda_python() -> Optional[GpuInfo]:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # cuda-python < 12.6
-        except ImportError:
-            return None
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-    except RuntimeError:  # cuda-python 12.x raises when libcuda.so.1 (the driver) is absent
-        return None
-    if err != cudart.cudaError_t.cudaSuccess or count < 1:
-        return None
-    err, props = cudart.cudaGetDeviceProperties(0)
-    if err != cudart.cudaError_t.cudaSuccess:
-        return None
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return GpuInfo(name.rstrip("\0").strip(), f"{props.major}.{props.minor}")
-
-
-def _gpu_from_nvidia_smi() -> Optional[GpuInfo]:
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return None
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    name, _, capability = first.rpartition(",")
-    return GpuInfo(name.strip(), capability.strip()) if name and capability.strip() else None
-
-
-def tensorrt_installed() -> bool:
-    """Whether the ``tensorrt`` Python package is installed (without importing it)."""
-    return importlib.util.find_spec("tensorrt") is not None
 
 
 def engine_unavailable_reason() -> Optional[str]:
@@ -109,25 +62,25 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Mapping[str, Prof
         raise EngineBuildError("no CUDA GPU found; build engines on the target device")
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger: trt.Logger = trt.Logger(trt.Logger.WARNING)
     for library in plugin_libraries:
         trt.get_plugin_registry().load_library(str(library))
-    builder = trt.Builder(logger)
+    builder: trt.Builder = trt.Builder(logger)
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    network = builder.create_network(0 if flag is None else 1 << int(flag))
-    parser = trt.OnnxParser(network, logger)
+    network: trt.INetworkDefinition = builder.create_network(0 if flag is None else 1 << int(flag))
+    parser: trt.OnnxParser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "\n  ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}:\n  {errors}")
-    config = builder.create_builder_config()
+    config: trt.IBuilderConfig = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
-    profile = builder.create_optimization_profile()
+    profile: trt.IOptimizationProfile = builder.create_optimization_profile()
     for name, shapes in profiles.items():
-        profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
+        profile.set_shape(name, trt.Dims(list(shapes.min)), trt.Dims(list(shapes.opt)), trt.Dims(list(shapes.max)))
     config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    cache: trt.ITimingCache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
+    serialized: Optional[trt.IHostMemory] = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} failed to build {onnx_path.name} (see its log above)")
     engine_path.write_bytes(memoryview(serialized))

@@ -4,6 +4,10 @@ exported once per module (about 15 s on 2 CPU cores)."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -20,6 +24,7 @@ from cris_edge.export.calibration import CalibrationSpec, graph_feeds, pairs
 from cris_edge.export.checks import (GraphCheckError, check_graph, op_census, rule_problems, tensor_types,
                                      tensorrt_ops, tensorrt_problems)
 from cris_edge.export.graphs import GRAPH_NAMES, OPSET, SPECS, export_graph
+from cris_edge.export.quiet import ROOT, quiet_loggers
 from cris_edge.kernels.reference import sim_upsample, similarity_logits
 from cris_edge.model import build_cris
 from cris_edge.runtime.postprocess import logits_to_mask, logits_to_prob, mask_iou
@@ -166,6 +171,91 @@ def test_plugin_head_holds_one_sim_upsample_node_of_the_plugin_contract(model):
         "batch", 1, size, size]
     check_graph(graph, "head", plugin_ops=[plugin.QUALIFIED_OP])
     assert any("without a plugin" in p for p in tensorrt_problems(graph))
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_quiet_loggers_drop_only_this_threads_records_of_those_loggers():
+    handler, noisy, ours = _Records(), logging.getLogger("onnxscript.test_quiet"), logging.getLogger("cris_edge.t")
+    logging.root.addHandler(handler)
+    try:
+        with quiet_loggers("onnxscript", ROOT):
+            noisy.warning("dropped")
+            logging.warning("dropped too")  # the root logger
+            noisy.error("an error goes through")
+            ours.warning("another logger goes through")
+            other = threading.Thread(target=lambda: noisy.warning("another thread goes through"))
+            other.start()
+            other.join()
+        noisy.warning("after the block")
+    finally:
+        logging.root.removeHandler(handler)
+    assert [r.getMessage() for r in handler.records] == [
+        "an error goes through", "another logger goes through", "another thread goes through", "after the block"]
+    assert handler.filters == [] and noisy.filters == [] and logging.root.filters == []
+
+
+def test_quiet_loggers_from_many_threads_leave_no_filter_behind():
+    handler, noisy = _Records(), logging.getLogger("onnxscript.test_quiet")
+    logging.root.addHandler(handler)
+
+    def work(k):
+        for i in range(200):
+            with quiet_loggers("onnxscript"):
+                noisy.warning("dropped %d %d", k, i)
+            noisy.warning("heard %d %d", k, i)
+
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        logging.root.removeHandler(handler)
+    messages = [r.getMessage() for r in handler.records]
+    assert len(messages) == 800 and all(m.startswith("heard") for m in messages)
+    assert handler.filters == noisy.filters == logging.root.filters == logging.lastResort.filters == []
+
+
+def test_export_changes_no_process_wide_logging_or_warning_state(model):
+    """The exporter's noise is silenced on the exporting thread only: another thread's records of
+    the same loggers still come through while it runs, and nothing stays changed afterwards."""
+    handler, stop, started = _Records(), threading.Event(), threading.Event()
+    filters, disable = list(warnings.filters), logging.root.manager.disable
+
+    def other_thread():
+        while not stop.is_set():
+            logging.getLogger("onnxscript.other_thread").warning("still heard")
+            started.set()
+            stop.wait(0.01)
+
+    logging.root.addHandler(handler)
+    worker = threading.Thread(target=other_thread)
+    try:
+        worker.start()
+        started.wait(10)
+        start = time.time()
+        export_graph(model, "text")
+        end = time.time()
+        stop.set()
+        worker.join()
+    finally:
+        stop.set()
+        logging.root.removeHandler(handler)
+    here = threading.get_ident()
+    assert not [r for r in handler.records if r.thread == here and r.name.startswith(("onnxscript", "onnx_ir"))]
+    assert [r for r in handler.records if r.getMessage() == "still heard" and start < r.created < end]
+    assert logging.root.manager.disable == disable == 0 and warnings.filters == filters
+    assert handler.filters == [] and logging.root.filters == [] and logging.lastResort.filters == []
+    assert all(not getattr(logger, "filters", []) for logger in logging.root.manager.loggerDict.values())
 
 
 def test_tensorrt_op_list_is_data_with_its_version():

@@ -13,7 +13,9 @@ from cris_edge.bundle import Graph, TensorSpec, check_engines
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.engines import build_bundle_engines, profiles
 from cris_edge.export.pipeline import ExportOptions, export_bundle
-from cris_edge.export.tensorrt_build import Profile, engine_unavailable_reason, find_gpu, trtexec_command
+from cris_edge.export.tensorrt_build import Profile, engine_unavailable_reason, trtexec_command
+from cris_edge.runtime.backends.cuda import find_gpu
+from cris_edge.runtime.backends.trt_check import tensorrt_installed
 from cris_edge.model import build_cris, save_checkpoint
 
 UNAVAILABLE = engine_unavailable_reason()
@@ -29,6 +31,18 @@ def test_profiles_and_trtexec_line_cover_batch_one_to_max():
     assert line.startswith("trtexec --onnx=text.onnx --saveEngine=text.engine --stronglyTyped ")
     assert "--minShapes=tokens:1x17,eot_index:1" in line and "--maxShapes=tokens:4x17,eot_index:4" in line
     assert "--memPoolSize=workspace:512M" in line and "--timingCacheFile=timing.cache" in line
+
+
+def test_a_namespace_package_named_tensorrt_is_not_tensorrt(tmp_path, monkeypatch):
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.pyi").write_text("")  # what tensorrt-stubs installs
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt").origin is not None:
+        pytest.skip("the real TensorRT is installed and found first")
+    assert not tensorrt_installed()
+    assert engine_unavailable_reason().startswith("TensorRT is not installed")
 
 
 @pytest.fixture(scope="module")

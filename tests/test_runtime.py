@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,28 @@ def test_over_long_text_is_cut_with_a_warning(ort):
     with pytest.warns(TextTruncatedWarning, match="cut to 17"):
         result = ort.run(GOOD, long)
     assert result.mask.shape == GOOD.shape[:2]
+
+
+def test_pytorch_backend_leaves_torch_threads_alone(checkpoint):
+    import torch
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="threads applies to ONNX Runtime"):
+        Segmenter(checkpoint, "pytorch", "cpu", threads=before + 1)
+    segmenter = Segmenter(checkpoint, "pytorch", "cpu")
+    assert torch.get_num_threads() == before  # process-wide: not a library call's to change
+    assert segmenter.backend == f"pytorch (cpu, {before} thread{'s' if before > 1 else ''})"
+
+
+def test_over_long_text_is_cut_quietly_on_request_without_warning_filters(ort):
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ort.run(GOOD, " ".join(["the small blue box"] * 10), warn_truncated=False)
+        ort.run_batch([GOOD], " ".join(["the green star"] * 10), warn_truncated=False)
+        masks = SegmenterPredictor(ort).predict(GOOD, [" ".join(["the left disk"] * 10)])
+    assert caught == [] and warnings.filters == filters
+    assert masks[0].shape == GOOD.shape[:2]
 
 
 def test_bad_arguments_and_files_are_refused_with_the_fix(bundles, checkpoint, tmp_path):

@@ -93,6 +93,22 @@ def test_no_gpu_or_cuda_python_means_zero_devices_not_an_error():
     assert cuda.device_count() == 0  # cuda-python 12.x raises without a driver; 13.x returns an error
 
 
+def test_find_gpu_asks_cuda_python_then_nvidia_smi(monkeypatch, tmp_path):
+    monkeypatch.setattr(cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(cuda, "gpu_info", lambda index: ("Orin", "8.7"))
+    assert cuda.find_gpu() == cuda.GpuInfo("Orin", "8.7")
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 9.0'\necho 'NVIDIA L4, 8.9'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(cuda, "device_count", lambda: 0)  # cuda-python absent or without a driver
+    assert cuda.find_gpu() == cuda.GpuInfo("NVIDIA H200", "9.0")
+    assert cuda.find_gpu(1) == cuda.GpuInfo("NVIDIA L4", "8.9")
+    assert cuda.find_gpu(2) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert cuda.find_gpu() is None
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -227,6 +227,20 @@ def test_truncation_warns_and_keeps_eot():
     assert row[-1] == 49407 and (row != 0).all()
 
 
+def test_truncation_can_be_quiet_without_touching_the_warning_filters(clip_tokenizer):
+    text = "the man " * 20
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet = clip_tokenizer.batch(text, 17, warn=False)
+        assert tokenize(text, context_length=17, warn=False).tolist() == quiet.tokens.tolist()
+        assert caught == []
+        loud = clip_tokenizer.batch(text, 17)  # the default still warns
+        assert [w.category for w in caught] == [TextTruncatedWarning]
+    assert warnings.filters == filters
+    assert quiet.tokens.tolist() == loud.tokens.tolist() and quiet.tokens[0, -1] == 49407
+
+
 @pytest.mark.parametrize(
     "texts, error, match",
     [

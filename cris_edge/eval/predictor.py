@@ -49,4 +49,4 @@ class SegmenterPredictor:
         """uint8 BGR ``[H, W, 3]`` frame + sentences -> one uint8 ``[H, W]`` mask in {0, 1} each."""
         if len(sentences) == 0:
             return []
-        return [r.mask for r in self.segmenter.run(frame, list(sentences), warn_truncation=False)]
+        return [r.mask for r in self.segmenter.run(frame, list(sentences), warn_truncated=False)]

@@ -102,7 +102,7 @@ class Segmenter:
         return f"Segmenter(backend={self.backend!r}, input_size={self.input_size}, precision={self.precision!r})"
 
     def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
-            return_prob: bool = False, warn_truncation: bool = True
+            return_prob: bool = False, warn_truncated: bool = True
             ) -> Union[SegmentationResult, list[SegmentationResult]]:
         """Segment what ``text`` names in ``frame``.
 
@@ -111,19 +111,21 @@ class Segmenter:
                 grayscale ``[H, W]`` / ``[H, W, 1]``.
             text: one prompt, or a list of prompts: the visual graph then runs once for all.
                 Over-long prompts are cut to the model's ``word_len`` tokens with a
-                `TextTruncatedWarning` (``warn_truncation=False``: silently, as the official
-                evaluation does).
+                `TextTruncatedWarning`.
             return_prob: also return each float32 ``[H, W]`` probability map.
+            warn_truncated: False cuts over-long prompts quietly, as the official evaluation does
+                (no warning, and no warnings filter touched: safe with other threads). A prompt
+                warns when it is tokenized, i.e. not again while its features are cached.
 
         Returns one `SegmentationResult` for a str, a list of them (in order) for a list.
         Raises ValueError naming the problem for a bad frame or text.
         """
         texts, single = check_texts(text)
-        results = self._segment([check_frame(frame, color)], [(0, t) for t in texts], return_prob, warn_truncation)
+        results = self._segment([check_frame(frame, color)], [(0, t) for t in texts], return_prob, warn_truncated)
         return results[0] if single else results
 
     def run_batch(self, frames: Sequence[np.ndarray], texts: Union[str, Sequence[str]], *, color: str = "bgr",
-                  return_prob: bool = False) -> list[SegmentationResult]:
+                  return_prob: bool = False, warn_truncated: bool = True) -> list[SegmentationResult]:
         """Segment a batch of frames in one pass per graph (for throughput): ``texts`` is one
         prompt for every frame, or one prompt per frame. Returns one result per frame."""
         frames = check_frames(frames)
@@ -133,15 +135,15 @@ class Segmenter:
         elif len(prompts) != len(frames):
             raise ValueError(f"texts must be one str or one per frame: {len(prompts)} texts for {len(frames)} frames")
         checked = [check_frame(frame, color, f"frames[{i}]") for i, frame in enumerate(frames)]
-        return self._segment(checked, list(enumerate(prompts)), return_prob, True)
+        return self._segment(checked, list(enumerate(prompts)), return_prob, warn_truncated)
 
     def _segment(self, frames: list[Frame], requests: list[tuple[int, str]], want_prob: bool,
-                 warn_truncation: bool) -> list[SegmentationResult]:
+                 warn_truncated: bool) -> list[SegmentationResult]:
         with self._lock:
             if self._backend is None:
                 raise RuntimeError("this Segmenter is closed")
             start = time.perf_counter()
-            features = self._text_features([t for _, t in requests], warn_truncation)
+            features = self._text_features([t for _, t in requests], warn_truncated)
             text_ms = 1e3 * (time.perf_counter() - start)
             step = self._backend.max_batch or len(frames)
             masks, probs, timings = [], [], {"text": text_ms}
@@ -157,7 +159,7 @@ class Segmenter:
         return [SegmentationResult(text, mask, prob, dict(timings))
                 for (_, text), mask, prob in zip(requests, masks, probs)]
 
-    def _text_features(self, texts: list[str], warn_truncation: bool) -> list[TextFeatures]:
+    def _text_features(self, texts: list[str], warn_truncated: bool) -> list[TextFeatures]:
         """Features of ``texts`` from the cache, running the text graph on the misses (at most
         the backend's batch per run)."""
         found = {t: self.text_cache.get(t) for t in dict.fromkeys(texts)}
@@ -169,7 +171,7 @@ class Segmenter:
         step = self._backend.max_batch or len(missing) or 1
         for first in range(0, len(missing), step):
             chunk = missing[first:first + step]
-            tokens = self._tokenizer.batch(chunk, self.word_len, warn=warn_truncation)
+            tokens = self._tokenizer.batch(chunk, self.word_len, warn=warn_truncated)
             for t, f in zip(chunk, self._backend.encode_text(tokens)):
                 found[t] = f
                 self.text_cache.put(t, f)

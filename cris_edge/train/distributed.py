@@ -37,7 +37,10 @@ class DistEnv:
 
 def setup(device: Optional[str] = None) -> DistEnv:
     """Read the torchrun environment, pick the device (``device``: ``cpu``, ``cuda`` or None for
-    CUDA when available) and join the process group when there are several processes."""
+    CUDA when available) and join the process group when there are several processes.
+
+    Process-wide by design (a torchrun worker's setup): it selects the CUDA device and, for several
+    CPU processes on one machine, splits the cores with ``torch.set_num_threads``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -5,13 +5,19 @@ cuda-python's runtime module is ``cuda.bindings.runtime`` (cuda-python >= 12.6, 
 in 13.x) or ``cuda.cudart`` (12.2 - 12.5); both are found. Its calls return ``(error, *values)``
 tuples; `call` unpacks them and raises `CudaError`. Install the cuda-python major version of your
 driver's CUDA (12.x on JetPack 6 and CUDA 12 drivers, 13.x on CUDA 13 drivers).
+
+This module is also the one place that finds the GPU (`find_gpu`, for `cris-export` and the
+benchmarks): importing it needs neither cuda-python nor a GPU, and it never imports TensorRT.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import shutil
+import subprocess
 import weakref
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -62,6 +68,40 @@ def gpu_info(index: int) -> tuple[str, str]:
     props = call(runtime().cudaGetDeviceProperties(index))
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return name.rstrip("\0").strip(), f"{props.major}.{props.minor}"
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """A CUDA device as engines are built for it: its name and compute capability (``"8.7"``)."""
+
+    name: str
+    compute_capability: str
+
+
+def find_gpu(index: int = 0) -> Optional[GpuInfo]:
+    """CUDA device ``index`` as cuda-python sees it, else as ``nvidia-smi`` reports it; None
+    when neither finds a GPU. Never imports TensorRT (which some wheels need a GPU to import
+    safely)."""
+    if device_count() > index:
+        try:
+            return GpuInfo(*gpu_info(index))
+        except (CudaError, RuntimeError):
+            pass
+    return _gpu_from_nvidia_smi(index)
+
+
+def _gpu_from_nvidia_smi(index: int = 0) -> Optional[GpuInfo]:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    lines = out.strip().splitlines()
+    name, _, capability = (lines[index] if index < len(lines) else "").rpartition(",")
+    return GpuInfo(name.strip(), capability.strip()) if name and capability.strip() else None
 
 
 def _free_device(ptr: int) -> None:

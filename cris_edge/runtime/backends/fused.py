@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -50,13 +50,13 @@ def preprocess(lib: ctypes.CDLL, frame_ptr: int, frame_hw: tuple[int, int], bgr:
     library.check(status, lib)
 
 
-def workspace_size(lib: ctypes.CDLL, batch: int, grid_hw: tuple[int, int]) -> int:
+def workspace_size(lib: ctypes.CDLL, batch: int, grid_hw: Sequence[int]) -> int:
     """Bytes of device workspace `sim_upsample` needs for ``batch`` maps of ``grid_hw``."""
     return int(lib.cris_sim_upsample_workspace_size(batch, *grid_hw))
 
 
 def sim_upsample(lib: ctypes.CDLL, z_v: int, weight: int, bias: int, dtype, batch: int, channels: int,
-                 grid_hw: tuple[int, int], size: int, inverse: np.ndarray, out: int, frame_hw: tuple[int, int],
+                 grid_hw: Sequence[int], size: int, inverse: np.ndarray, out: int, frame_hw: tuple[int, int],
                  mask: bool, threshold: float, workspace: int, workspace_bytes: int, stream: int) -> None:
     """Enqueue SimUpsample for ``batch`` prompts of one frame: ``z_v [n, C, h, w]``, dense
     ``weight [n, C, 3, 3]`` and ``bias [n]`` of ``dtype`` -> ``out [n, H, W]``, the uint8 mask if

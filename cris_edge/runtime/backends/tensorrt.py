@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from . import cuda, fused
 from .base import Backend, ModelInfo, Output, Pair, head_to_logits, to_frame
 from .trt_check import check_tensorrt, plugin_library
 from .trt_engine import TrtEngine
+
+if TYPE_CHECKING:  # imported at run time only after a GPU is found (see trt_check.check_tensorrt)
+    import tensorrt as trt
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -75,13 +78,13 @@ class TensorRTBackend(Backend):
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
         self.info = ModelInfo.from_bundle(bundle_dir, bundle)
         self.head_output = bundle.head_output
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger: trt.Logger = trt.Logger(trt.Logger.WARNING)
         if bundle.plugins is not None:
             path = plugin_library(bundle_dir, bundle)
             if trt.get_plugin_registry().load_library(str(path)) is None:
                 raise BundleError(f"TensorRT {trt.__version__} could not load the plugin library {path}: rebuild it "
                                   "against this TensorRT (cmake -S cpp -B build && cmake --build build)")
-        runtime = trt.Runtime(self._logger)
+        runtime: trt.Runtime = trt.Runtime(self._logger)
         self._engines = {
             name: TrtEngine(trt, runtime, graph_path(bundle_dir, bundle, name, "engine"),
                             [io.name for io in graph.inputs], [io.name for io in graph.outputs])
@@ -93,14 +96,15 @@ class TensorRTBackend(Backend):
         self._kernels = fused.load_kernels(self.info.mean, self.info.std)
         self._gpu_post = self._kernels is not None and self.head_output == "features" and (
             self._head.spec("kernel").item[0] == self._head.spec("z_v").item[0] * fused.SIM_UPSAMPLE_TAPS + 1)
-        self._buffers: dict[str, object] = {}
+        self._buffers: dict[str, Any] = {}  # cuda.PinnedBuffer or cuda.DeviceBuffer
         self._graph: Optional[cuda.CudaGraph] = None
         self._graphs_enabled, self._last_key = True, None
         if self._gpu_post:  # SimUpsample's dense weights, biases and workspace, for a whole head batch
             z_v, batch = self._head.spec("z_v"), self._head.max_batch
             self._weight = cuda.DeviceBuffer(batch * z_v.item[0] * fused.SIM_UPSAMPLE_TAPS * z_v.dtype.itemsize)
             self._bias = cuda.DeviceBuffer(batch * z_v.dtype.itemsize)
-            self._workspace = cuda.DeviceBuffer(fused.workspace_size(self._kernels, batch, z_v.item[1:]))
+            self._workspace = cuda.DeviceBuffer(
+                fused.workspace_size(self._kernels, batch, z_v.item[1:]))  # type: ignore[arg-type]
         gpu, capability = cuda.gpu_info(self._device)
         where = {True: "CUDA kernel", False: "numpy"}
         self.name = (f"tensorrt {trt.__version__} ({gpu}, sm {capability}; pre-processing: "
@@ -261,7 +265,7 @@ class TensorRTBackend(Backend):
             m = next((e for e in range(j + 1, n) if chunk.frames[e] != chunk.frames[j]), n) - j
             for name in layout:  # "mask", and "prob" when asked for
                 offset = layout[name][chunk.start + j]
-                fused.sim_upsample(self._kernels, head.buffers["z_v"].ptr + j * z_v.item_bytes,
+                fused.sim_upsample(self._kernels, head.buffers["z_v"].ptr + j * z_v.item_bytes,  # type: ignore[arg-type]
                                    weight.ptr + j * weight_bytes, bias.ptr + j * itemsize, z_v.dtype, m, channels,
                                    grid, self.info.input_size, frame.inverse,
                                    self._buffers[f"out_{name}_device"].ptr + offset, frame.hw, name == "mask",
@@ -345,4 +349,4 @@ class TensorRTBackend(Backend):
         self._graph = None
         self._buffers.clear()
         self._engines.clear()
-        self._text = self._visual = self._head = None
+        self._text = self._visual = self._head = None  # type: ignore[assignment]  # closed

@@ -16,6 +16,14 @@ from . import cuda
 from .base import BackendUnavailableError
 
 
+def tensorrt_installed() -> bool:
+    """Whether the ``tensorrt`` Python package is installed (without importing it). A directory
+    ``tensorrt`` without ``__init__.py`` (a namespace package, e.g. what ``tensorrt-stubs`` leaves
+    in site-packages) is not TensorRT."""
+    spec = importlib.util.find_spec("tensorrt")
+    return spec is not None and spec.origin is not None
+
+
 def check_tensorrt(bundle_dir: Path, bundle: Bundle, device: Optional[str] = None) -> None:
     """Raise `BackendUnavailableError` (TensorRT, cuda-python, a GPU or the engines missing) or
     `EngineMismatchError` (engines of another TensorRT version or GPU) unless the bundle's
@@ -27,7 +35,7 @@ def check_tensorrt(bundle_dir: Path, bundle: Bundle, device: Optional[str] = Non
     if not bundle.has_engines:
         raise BackendUnavailableError(f"the bundle has no TensorRT engines; build them on this machine with "
                                       f"`cris-export --engine-only {bundle_dir}`")
-    if importlib.util.find_spec("tensorrt") is None:
+    if not tensorrt_installed():
         raise BackendUnavailableError("TensorRT is not installed (pip install 'cris-edge[trt]', or JetPack's "
                                       "python3-libnvinfer)")
     try:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from ...bundle import BundleError
 from .cuda import DeviceBuffer, Stream
+
+if TYPE_CHECKING:  # the runtime import happens in the backend, after a GPU is found
+    import tensorrt
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,9 @@ class TrtEngine:
     input's batch; `enqueue` runs the engine on a stream.
     """
 
-    def __init__(self, trt, runtime, path: Path, inputs: Sequence[str], outputs: Sequence[str]):
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    def __init__(self, trt: ModuleType, runtime: tensorrt.Runtime, path: Path, inputs: Sequence[str],
+                 outputs: Sequence[str]):
+        engine: Optional[tensorrt.ICudaEngine] = runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BundleError(f"TensorRT could not deserialize {path} (see its log above): rebuild the engines on this "
                               f"machine with `cris-export --engine-only {path.parent}`")
@@ -43,13 +48,13 @@ class TrtEngine:
         if sorted(names) != sorted([*inputs, *outputs]):
             raise BundleError(f"{path} has tensors {names}, config.json says {[*inputs, *outputs]}: rebuild it with "
                               f"`cris-export --engine-only {path.parent}`")
-        self.engine = engine
-        self.context = engine.create_execution_context()
+        self.engine: tensorrt.ICudaEngine = engine
+        self.context: tensorrt.IExecutionContext = engine.create_execution_context()
         if self.context is None:
             raise RuntimeError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
         self.max_batch = min(int(engine.get_tensor_profile_shape(name, 0)[2][0]) for name in inputs)
         for name in inputs:  # at the largest batch, so every output's largest shape is known
-            shape = tuple(engine.get_tensor_profile_shape(name, 0)[2])
+            shape: tuple[int, ...] = tuple(engine.get_tensor_profile_shape(name, 0)[2])  # type: ignore[arg-type]
             if not self.context.set_input_shape(name, shape):
                 raise RuntimeError(f"TensorRT refused input shape {shape} for {name!r} of {path}")
         self.inputs = [self._spec(trt, name) for name in inputs]
@@ -59,8 +64,9 @@ class TrtEngine:
             self.bind(name, buffer.ptr)
         self._batch = self.max_batch
 
-    def _spec(self, trt, name: str) -> TensorSpec:
-        shape = tuple(self.context.get_tensor_shape(name))
+    def _spec(self, trt: ModuleType, name: str) -> TensorSpec:
+        # Dims iterates through __getitem__; the 10.13 stubs declare no __iter__
+        shape: tuple[int, ...] = tuple(self.context.get_tensor_shape(name))  # type: ignore[arg-type]
         if len(shape) == 0 or any(d < 0 for d in shape[1:]):
             raise BundleError(f"engine tensor {name!r} has shape {shape}: only the batch may be dynamic")
         return TensorSpec(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape[1:])

@@ -56,6 +56,8 @@ def plugin_library(bundle_dir: Path, bundle: Bundle) -> Path:
     """The TensorRT plugin library the bundle's engines need: ``$CRIS_EDGE_TRT_PLUGIN``, else the
     bundle's own copy when it lists (and so verified) one, else ``build/`` of a source checkout;
     never a path the bundle chooses. BundleError says how to build it."""
+    if bundle.plugins is None:
+        raise BundleError(f"bundle {bundle_dir} needs no TensorRT plugin")
     name = bundle.plugins.library
     places = [Path(bundle_dir)] if name in bundle.files else []
     try:

@@ -179,15 +179,38 @@ def _scripts() -> list[str]:
         return sorted(tomllib.load(f)["project"]["scripts"])
 
 
+def documented_options(script: str) -> dict[str, list[str]]:
+    """{option: [where]} of every ``--option`` the docs pass to ``script``, in code blocks and
+    inline code (continuation lines joined; a ``#`` comment, ``&&``, ``|`` or ``;`` ends it)."""
+    found: dict[str, list[str]] = {}
+    command = re.compile(rf"(?:^|[\s/(]){re.escape(script)}(?=\s|$)(.*)")
+    for path in doc_files():
+        text = path.read_text(encoding="utf-8")
+        _, blocks = split_blocks(text)
+        lines = [line for _, code, _ in blocks for line in code.replace("\\\n", " ").splitlines()]
+        lines += [span for line in _raw_prose(path) for span in re.findall(r"`([^`]+)`", line)]
+        for line in lines:
+            for m in command.finditer(line):
+                args = re.split(r"\s#|&&|\||;", m.group(1))[0]
+                for option in re.findall(r"(?<![\w-])--[a-z][\w-]*", args):
+                    found.setdefault(option, []).append(f"{_rel(path)}: {line.strip()[:100]}")
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", _scripts())
 def test_console_script_help(script):
+    """``--help`` exits 0, and every option the docs give the script is one it has."""
     exe = Path(sys.executable).parent / script
     exe = str(exe) if exe.exists() else shutil.which(script)
     assert exe, f"{script} is not installed: pip install -e '.[dev]'"
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{script} --help exited {proc.returncode}:\n{proc.stderr[-2000:]}"
     assert "usage" in proc.stdout.lower()
+    known = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", proc.stdout))
+    unknown = {o: w for o, w in documented_options(script).items() if o not in known}
+    assert not unknown, f"the docs give {script} options its --help does not list:\n" + "\n".join(
+        f"{o}: {w[0]}" for o, w in sorted(unknown.items()))
 
 
 # -- (d) runnable snippets ----------------------------------------------------------------------

@@ -14,6 +14,6 @@ def demo_checkpoint() -> Path:
     path = Path(str(resources.files(__name__) / DEMO_CHECKPOINT))
     if not path.is_file():
         raise FileNotFoundError(
-            f"the demo model {path} is missing; train it with the command in README.md "
-            "(section 'The demo model') or pass --checkpoint")
+            f"the demo model {path} is missing; make it with 'python -m cris_edge.train.demo_model' "
+            "(docs/demo-model.md) or pass --checkpoint")
     return path

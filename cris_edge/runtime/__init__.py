@@ -4,6 +4,7 @@
 * :mod:`.selection`: which backend runs the files given; :mod:`.backends`: TensorRT, ONNX
   Runtime, PyTorch;
 * :mod:`.inputs`: validation of frames and prompts; :mod:`.text_cache`: the prompt LRU cache;
-* :mod:`.preprocess` / :mod:`.postprocess`: the official transforms in numpy + OpenCV;
-* :mod:`.predictor`: a Segmenter as the predictor ``cris-eval`` scores.
+  :mod:`.device`: the ``device`` argument;
+* :mod:`.preprocess` / :mod:`.postprocess`: the official transforms in numpy + OpenCV (part of
+  the core that the exporter, training and evaluation share; see docs/design.md).
 """

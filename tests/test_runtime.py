@@ -32,6 +32,8 @@ from cris_edge.runtime.predictor import SegmenterPredictor
 from cris_edge.runtime.result import STAGES
 from cris_edge.tokenizer import TextTruncatedWarning
 
+pytestmark = pytest.mark.slow  # every test uses the exported bundles (or the checkpoint) or spawns a process
+
 PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
 
 

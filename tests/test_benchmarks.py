@@ -2,7 +2,9 @@
 their real code paths (subprocesses, the shipped demo model exported once into a temporary
 cache by the real export pipeline): the JSON schema, consistent numbers (percentiles in order,
 FPS = 1000 / mean, stages summing to the total, ratios against the baseline), skipped rows with
-reasons, bad arguments, and the soak's memory-growth check. About 40 s on 2 CPU cores."""
+reasons, bad arguments, and the soak's memory-growth check. About 40 s on 2 CPU cores. Timings
+are checked for structure only (present, ordered, summing as defined), never against each other:
+that would measure the machine."""
 
 from __future__ import annotations
 
@@ -47,6 +49,15 @@ def latency(cache, tmp_path_factory):
     return proc, json.loads((out / "l.json").read_text()), out
 
 
+@pytest.fixture(scope="module")
+def demo_bundle(cache, latency) -> Path:
+    """The shipped demo model's bundle, which the latency run (no --engine) exported into ``cache``:
+    the one stream.py uses by default."""
+    (bundle,) = (cache / "bundles").iterdir()
+    return bundle
+
+
+@pytest.mark.slow
 def test_latency_rows_schema_and_consistency(latency):
     _, result, _ = latency
     assert {"machine", "versions", "protocol", "model", "baseline", "rows", "skipped", "failed"} <= set(result)
@@ -62,14 +73,12 @@ def test_latency_rows_schema_and_consistency(latency):
             assert all(stages[s]["mean_ms"] >= 0 for s in STAGES) and stages["visual"]["mean_ms"] > 0
             assert stages["head"]["mean_ms"] > 0 and stages["other"]["mean_ms"] >= 0
             assert sum(stages[s]["mean_ms"] for s in (*STAGES, "other")) == pytest.approx(timing["mean_ms"], rel=1e-6)
-            assert sum(stages[s]["mean_ms"] for s in STAGES) >= 0.5 * timing["mean_ms"]
-        # the cache skips the text graph: its stage is a dictionary lookup
-        assert row["cached_text"]["stages"]["text"]["mean_ms"] < row["stages"]["text"]["mean_ms"]
         memory = row["memory"]
         assert 0 < memory["rss_before_mib"] <= memory["peak_rss_mib"]
         assert max(row["sizes"].values()) > 0
 
 
+@pytest.mark.slow
 def test_latency_ratios_against_the_baseline(latency):
     _, result, _ = latency
     assert result["baseline"] == {"backend": "pytorch", "variant": "eager", "precision": "fp32"}
@@ -82,6 +91,7 @@ def test_latency_ratios_against_the_baseline(latency):
         assert row["ratios"]["fps_ratio"] == pytest.approx(row["fps"] / base["fps"])
 
 
+@pytest.mark.slow
 def test_latency_skips_with_reasons_and_records_the_protocol(latency):
     proc, result, _ = latency
     assert "exporting cris_tiny_synthetic.pth (fp32, input 384)" in proc.stderr
@@ -95,11 +105,11 @@ def test_latency_skips_with_reasons_and_records_the_protocol(latency):
     assert any("416" in d for d in protocol["deviations"]) and "text encoded every iteration" in protocol["p50_ms"]
 
 
-def test_latency_given_bundles(cache, latency, tmp_path):
+@pytest.mark.slow
+def test_latency_given_bundles(cache, demo_bundle, tmp_path):
     """--engine: precisions without a given bundle are skipped; the baseline still runs (the
     bundle was exported from the shipped demo model, so its checkpoint is known)."""
-    engine = next((cache / "bundles").iterdir())
-    proc = _run("latency.py", ["--engine", str(engine), "--backends", "onnxruntime", "--precisions", "fp16,int8",
+    proc = _run("latency.py", ["--engine", str(demo_bundle), "--backends", "onnxruntime", "--precisions", "fp16,int8",
                                "--warmup", "0", "--iters", "2", "--json", str(tmp_path / "l.json")], cache)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "l.json").read_text())
@@ -110,6 +120,7 @@ def test_latency_given_bundles(cache, latency, tmp_path):
     assert "skipping onnxruntime fp16: no fp16 bundle given" in proc.stderr
 
 
+@pytest.mark.slow
 def test_latency_markdown_and_plot(latency):
     proc, result, out = latency
     table = (out / "l.md").read_text()
@@ -120,6 +131,7 @@ def test_latency_markdown_and_plot(latency):
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--backends", "torch,tpu"], "unknown backend 'tpu'"),
     (["--precisions", "fp8"], "unknown precision 'fp8'"),
@@ -132,27 +144,30 @@ def test_latency_bad_arguments(tmp_path, args, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
-def test_stream_fps_runs(cache, latency, tmp_path):
+@pytest.mark.slow
+def test_stream_fps_runs(cache, demo_bundle, tmp_path):
     proc = _run("stream.py", ["--prompts", "1,2", "--frames", "6", "--json", str(tmp_path / "s.json"),
                               "--markdown", str(tmp_path / "s.md")], cache)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "s.json").read_text())
+    assert result["engine"] == str(demo_bundle)  # the demo's cached bundle by default
     assert [(r["prompts"], r["text_cache"]) for r in result["runs"]] == [(1, True), (1, False), (2, True), (2, False)]
     for run in result["runs"]:
         assert run["frames"] == 6 and len(run["texts"]) == len(set(run["texts"])) == run["prompts"]
         assert run["fps"] > 0 and run["ms_per_frame"] == pytest.approx(1000.0 / run["fps"])
         assert set(STAGES) <= set(run["stage_ms"]) and run["rss_mib"] > 0
-    on, off = result["runs"][2], result["runs"][3]
-    assert on["stage_ms"]["text"] < off["stage_ms"]["text"]
     assert result["soak"] is None and "| 2 | off | 6 |" in (tmp_path / "s.md").read_text()
 
 
-def test_stream_soak_reports_memory(cache, latency, tmp_path):
+@pytest.mark.slow
+def test_stream_soak_reports_memory(cache, demo_bundle, tmp_path):
     proc = _run("stream.py", ["--soak", "--frames", "30", "--json", str(tmp_path / "soak.json")], cache)
     result = json.loads((tmp_path / "soak.json").read_text())
     soak = result["soak"]
-    assert proc.returncode == (1 if soak["problems"] else 0), proc.stderr
-    assert result["runs"] == [] and soak["frames"] == 30
+    # the pipeline does not leak: memory stays within --max-growth (5 %), so the soak passes
+    assert proc.returncode == 0 and soak["problems"] == [], (soak, proc.stderr)
+    assert "MEMORY GROWTH" not in proc.stderr and "no growth above 5.0%" in proc.stdout
+    assert result["engine"] == str(demo_bundle) and result["runs"] == [] and soak["frames"] == 30
     samples = soak["samples"]
     assert [samples[k]["frame"] for k in ("start", "middle", "end")] == [3, 15, 30]
     assert all(s["rss_mib"] > 0 for s in samples.values())

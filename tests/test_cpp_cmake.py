@@ -12,7 +12,8 @@ from cris_edge.kernels import build
 
 CPP = Path(__file__).resolve().parent.parent / "cpp"
 
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")
+pytestmark = [pytest.mark.slow,  # cmake, the compilers and ctest run as processes
+              pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not found")]
 
 
 def _run(*cmd):

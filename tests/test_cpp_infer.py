@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT / "tests" / "reference"))
 import make_cpp_vectors  # noqa: E402
 from test_cpp_plugin import TREES, _cuda_include  # noqa: E402  (the same TensorRT header discovery)
 
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None,
-                                reason="cmake and g++ are needed")
+pytestmark = [pytest.mark.slow,  # cmake, g++ and ctest run as processes; one fixture exports a bundle
+              pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None,
+                                 reason="cmake and g++ are needed")]
 
 
 def _run(*cmd, env=None, ok=True) -> subprocess.CompletedProcess:

@@ -31,8 +31,9 @@ def header_trees() -> list[Path]:
 
 
 TREES = header_trees()
-pytestmark = pytest.mark.skipif(
-    not TREES, reason="no TensorRT headers: set CRIS_TRT_INCLUDE to TensorRT include/ dirs")
+pytestmark = [pytest.mark.slow,  # g++, cmake and ctest run as processes
+              pytest.mark.skipif(not TREES,
+                                 reason="no TensorRT headers: set CRIS_TRT_INCLUDE to TensorRT include/ dirs")]
 
 
 def _cuda_include() -> list[str]:

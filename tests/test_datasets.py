@@ -237,6 +237,7 @@ def test_train_dataset_is_deterministic_per_epoch():
     assert any(not torch.equal(p[0], picks[0][0]) for p in picks[1:])  # sentences vary by epoch
 
 
+@pytest.mark.slow
 def test_loader_reports_missing_file_by_path(refer_root, tmp_path):
     root, _ = refer_root
     write_refer(tmp_path, n=10)
@@ -251,6 +252,7 @@ def test_loader_reports_missing_file_by_path(refer_root, tmp_path):
     assert str(victim) in message and "Traceback" not in message and "worker" not in message
 
 
+@pytest.mark.slow
 def test_loader_workers_survive_opencv_threads(tmp_path):
     """Workers are forked every epoch: after OpenCV has run multi-threaded in the training
     process (validation warps frames), a forked worker must not hang on OpenCV's thread pool."""

@@ -49,6 +49,7 @@ def _export(checkpoint, cache_dir, output, precision, **kw) -> Path:
     return export_bundle(options).bundle
 
 
+@pytest.mark.slow
 def test_cli_writes_a_complete_bundle_and_says_how_to_build_engines(fp32_bundle):
     bundle, printed = fp32_bundle
     assert f"cris-export --engine-only {bundle}" in printed
@@ -74,6 +75,7 @@ def test_cli_writes_a_complete_bundle_and_says_how_to_build_engines(fp32_bundle)
     assert not list(bundle.parent.glob(".tiny_fp32.*"))  # no staging leftovers
 
 
+@pytest.mark.slow
 def test_fp16_and_int8_bundles_run_the_full_chain(fp32_bundle, checkpoint, cache_dir, tmp_path):
     fp16 = _export(checkpoint, cache_dir, tmp_path / "fp16", "fp16")
     int8 = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")
@@ -96,6 +98,7 @@ def test_fp16_and_int8_bundles_run_the_full_chain(fp32_bundle, checkpoint, cache
                                                                                        "head": True}
 
 
+@pytest.mark.slow
 def test_damaged_bundles_are_refused_with_the_file_named(fp32_bundle, tmp_path):
     bundle = tmp_path / "b"
     shutil.copytree(fp32_bundle[0], bundle)
@@ -122,6 +125,7 @@ def test_damaged_bundles_are_refused_with_the_file_named(fp32_bundle, tmp_path):
         graph_path(fp32_bundle[0], config, "head", "engine")
 
 
+@pytest.mark.slow
 def test_engines_for_another_tensorrt_or_gpu_are_refused(fp32_bundle):
     config = bundle_format.read(fp32_bundle[0])
     engine = Engine("x.engine", "10.3.0", "Orin", "8.7", 1)
@@ -133,12 +137,14 @@ def test_engines_for_another_tensorrt_or_gpu_are_refused(fp32_bundle):
             check_engines("b", config, *here)
 
 
+@pytest.mark.slow
 def test_bundle_reader_and_accuracy_script_do_not_import_torch():
     code = ("import sys, cris_edge.bundle, cris_edge.export.accuracy; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+@pytest.mark.slow
 def test_engine_only_without_tensorrt_or_gpu_says_why(fp32_bundle, capsys):
     reason = engine_unavailable_reason()
     if reason is None:
@@ -168,6 +174,7 @@ def test_staged_directory_is_all_or_nothing(tmp_path):
     assert (out / "config.json").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
+@pytest.mark.slow
 def test_export_never_replaces_what_is_not_a_bundle(checkpoint, cache_dir, tmp_path):
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -177,6 +184,7 @@ def test_export_never_replaces_what_is_not_a_bundle(checkpoint, cache_dir, tmp_p
     assert (precious / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_failed_export_keeps_the_old_bundle(fp32_bundle, checkpoint, cache_dir, tmp_path, monkeypatch):
     bundle = tmp_path / "b"
     shutil.copytree(fp32_bundle[0], bundle)

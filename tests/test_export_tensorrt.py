@@ -52,6 +52,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pth", model, model.config.to_dict())
 
 
+@pytest.mark.slow
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_export_builds_strongly_typed_engines_and_records_them(checkpoint, precision, tmp_path):
@@ -74,6 +75,7 @@ def test_export_builds_strongly_typed_engines_and_records_them(checkpoint, preci
     assert list((tmp_path / "cache" / "tensorrt").glob("timing-*.cache"))
 
 
+@pytest.mark.slow
 @needs_tensorrt
 def test_engine_only_rebuilds_an_onnx_bundle(checkpoint, tmp_path):
     bundle = export_bundle(ExportOptions(output=tmp_path / "b", precision="fp16", checkpoint=checkpoint,

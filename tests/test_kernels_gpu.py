@@ -16,9 +16,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available(),
-    reason="no CUDA GPU (torch.cuda.is_available() is False): these tests need a GPU machine")
+pytestmark = [pytest.mark.slow,  # the fixture compiles the libraries (nvcc, g++)
+              pytest.mark.skipif(
+                  not torch.cuda.is_available(),
+                  reason="no CUDA GPU (torch.cuda.is_available() is False): these tests need a GPU machine")]
 
 from cris_edge.kernels import affine, build, host, library, reference  # noqa: E402
 from cris_edge.kernels import torch_ops  # noqa: E402,F401  (registers the ops)

@@ -18,7 +18,8 @@ from cris_edge.kernels import affine, build, host, library, reference
 from cris_edge.runtime.postprocess import logits_to_prob, mask_iou
 from cris_edge.runtime.preprocess import CLIP_STD, letterbox_matrices, preprocess
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found: cannot build the CPU twins")
+pytestmark = [pytest.mark.slow,  # the fixture compiles the CPU twins (g++)
+              pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found: cannot build the CPU twins")]
 
 S = 416
 LEVEL = 1 / (255 * min(CLIP_STD)) + 1e-6  # one uint8 level after normalisation, ~0.0146

@@ -14,7 +14,8 @@ from cris_edge.kernels import torch_ops  # noqa: E402,F401  (registers the ops)
 from cris_edge.runtime.postprocess import mask_iou  # noqa: E402
 from cris_edge.runtime.preprocess import CLIP_STD, letterbox_matrices, preprocess  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found: cannot build the CPU twins")
+pytestmark = [pytest.mark.slow,  # the fixture compiles the CPU twins (g++)
+              pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not found: cannot build the CPU twins")]
 
 OPS = torch.ops.cris_edge
 

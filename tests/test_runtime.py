@@ -35,6 +35,8 @@ from cris_edge.runtime.result import STAGES
 from cris_edge.tokenizer import TextTruncatedWarning
 from torch_reference import reference_logits
 
+pytestmark = pytest.mark.slow  # every test uses the exported bundles (or the checkpoint) or spawns a process
+
 PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 import shutil
 import subprocess
@@ -96,6 +97,8 @@ def make_corpus(n: int = N_STRINGS, seed: int = 1234) -> list[str]:
 @pytest.fixture(scope="module")
 def open_clip():
     pytest.importorskip("torch")
+    if importlib.util.find_spec("open_clip") is None:
+        pytest.skip("open_clip is not installed (the torch extra): no reference tokenizer")
     from cris_edge.model._torchvision_compat import import_open_clip
 
     return import_open_clip()
@@ -270,6 +273,7 @@ def test_context_length_below_two(context_length):
         tokenize("a cat", context_length=context_length)
 
 
+@pytest.mark.slow
 def test_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"

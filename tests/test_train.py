@@ -78,6 +78,7 @@ def test_official_param_groups_without_the_epoch_one_quirk():
     assert backbone | head == set(names.values()) - {"backbone.logit_scale"}
 
 
+@pytest.mark.slow
 def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     # One object per scene, the demo recipe's losses: a few dozen steps learn where it is.
     run = load_run_config("cris_tiny", QUICK + [f"data.synthetic={ONE_OBJECT}", "data.num_samples=80",
@@ -98,6 +99,7 @@ def test_short_run_learns_and_beats_a_constant_baseline(tmp_path):
     assert result.epochs_run == 6 and (tmp_path / "best.pth").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["train.category_weight=0.5"], ["train.cpu_amp=true"],
                                    ["train.pairs_per_image={0: 2, 1: 1}"]],
                          ids=["plain", "category-loss", "bf16-autocast", "pairs-schedule"])
@@ -124,6 +126,7 @@ def test_resume_continues_exactly(tmp_path, extra):
     assert all((r["category"] != "") == ("train.category_weight=0.5" in extra) for r in rows(straight))
 
 
+@pytest.mark.slow
 def test_cpu_amp_trains_in_bfloat16(tmp_path):
     # The same epoch in float32 and under bfloat16 autocast: close, yet not the same arithmetic.
     overrides = QUICK + ["data.num_samples=16", "train.epochs=1"]
@@ -133,6 +136,7 @@ def test_cpu_amp_trains_in_bfloat16(tmp_path):
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
 
 
+@pytest.mark.slow
 def test_pairs_per_image_schedule(tmp_path):
     run = load_run_config("cris_tiny", QUICK + ["data.num_samples=16", "train.epochs=3",
                                                 "train.pairs_per_image={0: 3, 2: 1}"])
@@ -151,6 +155,7 @@ def test_pairs_per_image_schedule(tmp_path):
             load_run_config("cris_tiny", [f"train.pairs_per_image={bad}"])
 
 
+@pytest.mark.slow
 def test_in_memory_records_train_the_same_model(tmp_path):
     # Scenes rendered once before the first epoch (read by a forked worker) or anew in every
     # epoch (in this process): the same batches, so the same weights.
@@ -166,6 +171,7 @@ def test_in_memory_records_train_the_same_model(tmp_path):
         assert torch.equal(value, b[key]), key
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_architecture(tmp_path):
     run = load_run_config("cris_tiny", QUICK + ["data.num_samples=8", "train.epochs=1"])
     train(run, tmp_path, device="cpu")
@@ -174,6 +180,7 @@ def test_resume_refuses_another_architecture(tmp_path):
         train(other, tmp_path / "x", device="cpu", resume=tmp_path / "last.pth")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "cris_edge.cli.train", "--config", "cris_tiny", *QUICK, "data.num_samples=32",
@@ -314,6 +321,7 @@ def test_loss_options():
     assert torch.allclose(at_input["loss"], at_input["bce"] + 0.5 * at_input["dice"])
 
 
+@pytest.mark.slow
 def test_masksd_run_logs_its_losses(tmp_path):
     run = load_run_config("cris_tiny", QUICK + ["data.num_samples=16", "train.epochs=1", "masksd=true"])
     train(run, tmp_path, device="cpu")

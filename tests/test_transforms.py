@@ -296,6 +296,7 @@ def test_mask_iou():
 
 
 # ---------------------------------------------------------------- no torch
+@pytest.mark.slow
 def test_runtime_modules_never_import_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"

@@ -108,54 +108,31 @@ def device_used_mib() -> Optional[float]:
 
 
 # -- bundles ----------------------------------------------------------------------------------
-def bundle_name(checkpoint: Path, sha256: str, precision: str, input_size: int, native_size: int,
-                placement: Optional[str], engines: bool) -> str:
-    """Cache directory name of a benchmark bundle; the native-size FP32 ONNX one is named as
-    the demo's own (`cris_edge.demo.defaults.demo_bundle`), so both use one copy."""
-    name = f"{checkpoint.stem}-{sha256[:16]}-{precision}"
-    if precision == "int8":
-        name += f"-{placement}"
-    if input_size != native_size:
-        name += f"-s{input_size}"
-    return name + ("-trt" if engines else "")
-
-
 def cached_bundle(checkpoint: Path, model_config, precision: str, input_size: int,
                   placement: Optional[str] = None, engines: bool = False, cache: Optional[Path] = None) -> Path:
-    """The bundle of ``checkpoint`` (with ``model_config``, a `CRISConfig`, at ``input_size``)
-    in ``precision`` from ``<cache>/bundles``, exported there through the real export pipeline
-    on first use (with its progress bar; FP16 / INT8 take minutes on a small CPU). ``engines``:
-    also build TensorRT engines (needs TensorRT and a GPU); ``placement``: INT8 Q/DQ placement."""
-    from cris_edge.demo.defaults import cache_dir
-    from cris_edge.export.bundle import BundleError, load_bundle_config, sha256_file
+    """`cris_edge.export.cached.cached_bundle`, saying on stderr when it exports (with its progress bar)."""
+    from cris_edge import bundle as bundle_format
+    from cris_edge.bundle import BundleError, sha256_file
+    from cris_edge.export.cached import bundle_name
+    from cris_edge.export.cached import cached_bundle as cached
+    from cris_edge.paths import cache_dir
 
-    cache = Path(cache or cache_dir())
-    native = model_config.input_size
-    bundle = cache / "bundles" / bundle_name(checkpoint, sha256_file(checkpoint), precision, input_size, native,
-                                             placement, engines)
+    name = bundle_name(checkpoint, sha256_file(checkpoint), precision, input_size, model_config.input_size,
+                       placement, engines)
     try:
-        load_bundle_config(bundle)
-        return bundle
+        bundle_format.read(Path(cache or cache_dir()) / "bundles" / name)
     except BundleError:
-        pass
-    from cris_edge.export import ExportOptions, export_bundle
-
-    print(f"exporting {checkpoint.name} ({precision}, input {input_size}"
-          f"{', INT8 for ' + placement if placement else ''}{', with TensorRT engines' if engines else ''}) "
-          f"to {bundle} (once; cached)", file=sys.stderr, flush=True)
-    options = ExportOptions(output=bundle, precision=precision, checkpoint=checkpoint,
-                            config=model_config.replace(input_size=input_size), build_engines=engines,
-                            cache_dir=cache, **({"int8_placement": placement} if placement else {}))
-    export_bundle(options)
-    return bundle
+        print(f"exporting {checkpoint.name} ({precision}, input {input_size}"
+              f"{', INT8 for ' + placement if placement else ''}{', with TensorRT engines' if engines else ''}) "
+              f"to the cache (once)", file=sys.stderr, flush=True)
+    return cached(checkpoint, precision, model_config, input_size, placement, engines, cache, progress=True)
 
 
-def bundle_sizes(bundle: Path, config: dict) -> dict[str, int]:
+def bundle_sizes(bundle: Path, config) -> dict[str, int]:
     """Bytes of a bundle's ONNX graphs and engines (``onnx_bytes``, ``engine_bytes``; 0 when it
-    has none) and of the whole directory (``bundle_bytes``)."""
-    onnx = sum((bundle / e["onnx"]).stat().st_size for e in config["graphs"].values())
-    engine = sum((bundle / e["engine"]["file"]).stat().st_size for e in config["graphs"].values()
-                 if e.get("engine"))
+    has none) and of the whole directory (``bundle_bytes``); ``config`` is its `Bundle`."""
+    onnx = sum(config.files[g.onnx].bytes for g in config.graphs.values())
+    engine = sum(config.files[g.engine.file].bytes for g in config.graphs.values() if g.engine)
     total = sum(p.stat().st_size for p in bundle.iterdir() if p.is_file())
     return {"onnx_bytes": onnx, "engine_bytes": engine, "bundle_bytes": total}
 

@@ -46,8 +46,15 @@ Placement = Literal["tensorrt", "onnxruntime"]
 KINDS: tuple[str, ...] = typing.get_args(Kind)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 HEAD_OUTPUTS: tuple[str, ...] = typing.get_args(HeadOutput)
-#: The graphs a bundle of each kind holds, in the order they run.
+#: The graphs a bundle of each kind holds, in the order they run, with their input names and
+#: output names (the head's outputs depend on ``head_output``: `HEAD_OUTPUT_NAMES`).
 GRAPHS: Mapping[str, tuple[str, ...]] = {"cris": ("text", "visual", "head")}
+GRAPH_INPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"cris": {
+    "text": ("tokens", "eot_index"), "visual": ("image",), "head": ("c3", "c4", "c5", "word", "pad_mask", "state")}}
+GRAPH_OUTPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"cris": {
+    "text": ("word", "state"), "visual": ("c3", "c4", "c5")}}
+HEAD_OUTPUT_NAMES: Mapping[str, tuple[str, ...]] = {
+    "logits": ("logits",), "features": ("z_v", "kernel"), "plugin": ("prob",)}
 
 
 class BundleError(ValueError):
@@ -371,6 +378,29 @@ def validate(bundle: Bundle) -> None:
     if unlisted:
         fail("files", f"does not list {unlisted}, which the config names: every file the bundle uses must be "
                       "listed with its size and sha256")
+    _check_interface(bundle, fail)
+
+
+def _check_interface(bundle: Bundle, fail) -> None:
+    """The graphs' input and output names are the kind's, and the inputs that carry the input
+    size, the text length and the precision agree with the fields that state them."""
+    for name, graph in bundle.graphs.items():
+        want_in = GRAPH_INPUTS[bundle.kind][name]
+        want_out = HEAD_OUTPUT_NAMES[bundle.head_output] if name == "head" else GRAPH_OUTPUTS[bundle.kind][name]
+        for what, got, want in (("inputs", graph.inputs, want_in), ("outputs", graph.outputs, want_out)):
+            if tuple(t.name for t in got) != want:
+                detail = f" for head_output {bundle.head_output!r}" if name == "head" and what == "outputs" else ""
+                fail(f"graphs.{name}.{what}", f"must be named {list(want)}{detail}, got {[t.name for t in got]}")
+    size, length, io = bundle.input_size, bundle.word_len, bundle.precision_details.io
+    stated = {("visual", "image"): (io, ("batch", 3, size, size), f"precision_details.io / input_size {size}"),
+              ("text", "tokens"): ("int32", ("batch", length), f"word_len {length}"),
+              ("text", "eot_index"): ("int32", ("batch",), "the format"),
+              ("head", "pad_mask"): ("bool", ("batch", length), f"word_len {length}")}
+    for (graph, tensor), (dtype, shape, source) in stated.items():
+        spec = bundle.graphs[graph].input(tensor)
+        if spec.dtype != dtype or tuple(spec.shape) != shape:
+            fail(f"graphs.{graph}.inputs ({tensor})", f"is {spec.dtype} {list(spec.shape)}, but {source} says "
+                                                     f"{dtype} {list(shape)}")
 
 
 # -- reading and writing ----------------------------------------------------------------------

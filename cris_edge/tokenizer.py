@@ -50,6 +50,9 @@ _SPLIT = regex.compile(
     regex.IGNORECASE,  # kept for parity: e.g. "'ſ" (long s) matches 's only through case folding
 )
 _WHITESPACE = regex.compile(r"\s+")
+#: Ids merged beyond the last one kept when a long word is encoded only over a prefix: the ids
+#: near the cut may differ from the whole word's, these are dropped.
+_CUT_SLACK = 4
 PathLike = str | os.PathLike
 
 
@@ -175,11 +178,37 @@ class ClipTokenizer:
             word = merged
         return tuple(self._ids[s] for s in word)
 
-    def encode(self, text: str) -> list[int]:
-        """BPE ids of ``text`` after cleaning, without SOT/EOT ([] for an empty text)."""
+    def encode(self, text: str, limit: int | None = None) -> list[int]:
+        """BPE ids of ``text`` after cleaning, without SOT/EOT ([] for an empty text).
+
+        ``limit``: only the first ``limit`` ids are wanted (the rest would be cut), so the text is
+        encoded only as far as they reach, and a long word only over a prefix that yields
+        `_CUT_SLACK` ids more than needed (BPE's merges are local: the ids far from the cut are
+        the whole word's; tests compare against whole-text encoding). This bounds the cost of any
+        text, however long: BPE is quadratic in a word's length.
+        """
         if not isinstance(text, str):
             raise TypeError(f"expected a str, got {type(text).__name__}: {text!r}")
-        return [i for piece in _SPLIT.findall(clean_text(text)) for i in self._piece_ids(piece)]
+        ids: list[int] = []
+        for piece in _SPLIT.findall(clean_text(text)):
+            if limit is None:
+                ids.extend(self._piece_ids(piece))
+                continue
+            if len(ids) >= limit:
+                break
+            ids.extend(self._word_prefix_ids(piece, limit - len(ids)))
+        return ids if limit is None else ids[:limit]
+
+    def _word_prefix_ids(self, piece: str, wanted: int) -> tuple[int, ...]:
+        """The first ``wanted`` ids of one regex piece (or all of them, if fewer), merging a
+        prefix that doubles until it yields `_CUT_SLACK` ids beyond them, or is the whole piece."""
+        size = 4 * (wanted + _CUT_SLACK)
+        while size < len(piece):
+            ids = self._piece_ids(piece[:size])
+            if len(ids) >= wanted + _CUT_SLACK:
+                return ids[:wanted]
+            size *= 2
+        return self._piece_ids(piece)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` (as the official decode: each word followed by a space)."""
@@ -213,11 +242,11 @@ class ClipTokenizer:
         for n, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{n}] must be a str, got {type(text).__name__}: {text!r}")
-            ids = [self.sot_id, *self.encode(text), self.eot_id]
+            ids = [self.sot_id, *self.encode(text, limit=context_length - 1), self.eot_id]
             if len(ids) == 2:
                 raise ValueError(f"texts[{n}] is empty after cleaning: {text!r}")
             if len(ids) > context_length:
-                what = f"texts[{n}] {_preview(text)} has {len(ids)} tokens with SOT/EOT"
+                what = f"texts[{n}] {_preview(text)} has more than {context_length} tokens with SOT/EOT"
                 if not truncate:
                     raise ValueError(f"{what}, over context_length={context_length}")
                 if warn:

@@ -23,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from cris_edge.bundle import GRAPH_INPUTS, GRAPH_OUTPUTS, GRAPHS, HEAD_OUTPUT_NAMES
 from cris_edge.constants import EOT_ID, SOT_ID
 from cris_edge.model import CRIS
 
@@ -31,7 +32,7 @@ from .quiet import quiet_loggers
 
 #: ONNX opset of every graph: >= 17 (LayerNormalization) and within TensorRT 10's parser (<= 20).
 OPSET = 18
-GRAPH_NAMES = ("text", "visual", "head")
+GRAPH_NAMES = GRAPHS["cris"]
 #: Batch of the example inputs traced at export (not 1: torch.export would specialise it).
 _EXAMPLE_BATCH = 2
 #: Loggers of the exporter stack, silenced (up to WARNING, this thread only) during an export: the
@@ -55,14 +56,13 @@ class GraphSpec:
     outputs: tuple[str, ...]
 
 
-SPECS = {
-    "text": GraphSpec(("tokens", "eot_index"), ("word", "state")),
-    "visual": GraphSpec(("image",), ("c3", "c4", "c5")),
-    "head": GraphSpec(("c3", "c4", "c5", "word", "pad_mask", "state"), ("logits",)),
-}
-#: Outputs of the torch head module per head variant (the plugin variant's SimUpsample node is
-#: appended to its ONNX graph afterwards, see cris_edge.export.plugin).
-HEAD_OUTPUTS = {"logits": ("logits",), "features": ("z_v", "kernel"), "plugin": ("z_v", "weight", "bias")}
+#: The graphs' interfaces, as the bundle format defines them (`cris_edge.bundle`).
+SPECS = {name: GraphSpec(GRAPH_INPUTS["cris"][name], GRAPH_OUTPUTS["cris"].get(name, HEAD_OUTPUT_NAMES["logits"]))
+         for name in GRAPH_NAMES}
+#: Outputs of the torch head module per head variant: the bundle's, but for the plugin variant, whose
+#: SimUpsample node (appended to its ONNX graph afterwards, see cris_edge.export.plugin) turns these
+#: three into ``prob``.
+HEAD_OUTPUTS = {**HEAD_OUTPUT_NAMES, "plugin": ("z_v", "weight", "bias")}
 
 
 class TextGraph(nn.Module):

@@ -10,13 +10,23 @@ from cris_edge.constants import CLIP_MEAN, CLIP_STD, THRESHOLD
 SHA = "0" * 64
 
 
-def make_bundle(**changes) -> Bundle:
-    """A cris bundle record at input 64 with three one-tensor graphs; ``changes`` replace fields."""
-    def graph(name: str) -> Graph:
-        return Graph(f"{name}.onnx", "fp32", 18, (TensorSpec("x", "float32", ("batch", 3)),),
-                     (TensorSpec("y", "float32", ("batch", 3)),), None)
+def _specs(*items) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name, dtype, ("batch", *dims)) for name, dtype, dims in items)
 
-    graphs = {name: graph(name) for name in ("text", "visual", "head")}
+
+def make_bundle(**changes) -> Bundle:
+    """A cris bundle record at input 64 with its three graphs (a cris_tiny's shapes, no files
+    behind it); ``changes`` replace fields."""
+    features = (("c3", "float32", (32, 8, 8)), ("c4", "float32", (64, 4, 4)), ("c5", "float32", (64, 2, 2)))
+    text = (("word", "float32", (17, 64)), ("state", "float32", (64,)))
+    graphs = {
+        "text": Graph("text.onnx", "fp32", 18, _specs(("tokens", "int32", (17,)), ("eot_index", "int32", ())),
+                      _specs(*text), None),
+        "visual": Graph("visual.onnx", "fp32", 18, _specs(("image", "float32", (3, 64, 64))), _specs(*features),
+                        None),
+        "head": Graph("head.onnx", "fp32", 18, _specs(*features, text[0], ("pad_mask", "bool", (17,)), text[1]),
+                      _specs(("logits", "float32", (1, 16, 16))), None),
+    }
     files = {name: FileEntry(SHA, 1) for name in ("text.onnx", "visual.onnx", "head.onnx", "vocab.txt.gz")}
     record = Bundle(kind="cris", created="2026-12-02T00:00:00+00:00", model={}, checkpoint=Checkpoint("c.pth", SHA),
                     input_size=64, word_len=17, mean=CLIP_MEAN, std=CLIP_STD, threshold=THRESHOLD, precision="fp32",

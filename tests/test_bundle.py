@@ -99,6 +99,12 @@ def test_a_field_of_the_wrong_type_is_named(path):
     (("files", "text.onnx", "bytes"), -1, "bytes must be >= 0"),
     (("graphs", "text", "inputs", 0, "shape"), [3, "batch"], "shape \\['batch', positive dims"),
     (("precision",), "int8", "precision_details.int8 is missing"),
+    (("input_size",), 416, r"graphs.visual.inputs \(image\) is float32 \['batch', 3, 64, 64\], but "
+                           r"precision_details.io / input_size 416 says"),
+    (("word_len",), 22, r"graphs.text.inputs \(tokens\) is int32 \['batch', 17\], but word_len 22"),
+    (("precision_details", "io"), "float16", r"visual.inputs \(image\) is float32"),
+    (("head_output",), "features", r"graphs.head.outputs must be named \['z_v', 'kernel'\] for head_output"),
+    (("graphs", "head", "outputs", 0, "name"), "masks", r"graphs.head.outputs must be named \['logits'\]"),
     (("extra",), 1, "unknown fields \\['extra'\\]"),
 ])
 def test_a_value_out_of_range_is_named(path, value, message):

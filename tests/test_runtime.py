@@ -108,8 +108,41 @@ def test_result_fields_and_probabilities(ort):
     result = ort.run(frame, texts[0], return_prob=True)
     assert result.text == texts[0] and result.prob.dtype == np.float32 and result.prob.shape == frame.shape[:2]
     assert np.array_equal(result.mask, (result.prob > ort.threshold).astype(np.uint8))
+    assert 0.0 <= result.prob.min() and result.prob.max() <= 1.0  # the bicubic warps' overshoot is clipped
     assert set(result.timings) == {*STAGES, "total"} and all(v >= 0 for v in result.timings.values())
     assert ort.run(frame, texts[0]).prob is None
+
+
+def test_prompts_beyond_the_backend_batch_run_in_chunks_with_the_same_masks(ort):
+    frame, texts = _scene(2)
+    prompts = [f"{t} number {i}" for i in range(7) for t in texts]  # 21 prompts: two chunks of 16 pairs
+    assert ort._backend.max_batch < len(prompts)
+    chunked = ort.run(frame, prompts)
+    for k in (0, 15, 16, 20):
+        assert np.array_equal(chunked[k].mask, ort.run(frame, prompts[k]).mask)
+    batch = ort.run_batch([frame] * 17, prompts[:17])  # 17 frames: two visual passes
+    assert all(np.array_equal(b.mask, c.mask) for b, c in zip(batch, chunked))
+
+
+def test_a_prompt_empty_once_cleaned_is_named_by_its_text(ort):
+    ort.run(GOOD, "the rhombus")  # cached: the failing prompt is not the first miss
+    with pytest.raises(ValueError, match=r"text '&nbsp;' is empty once cleaned"):
+        ort.run(GOOD, ["the rhombus", "&nbsp;"])
+
+
+def test_a_config_that_does_not_describe_its_graphs_is_refused_at_load(bundles, tmp_path):
+    config = bundle_format.read(bundles["fp32"])
+    head = config.graphs["head"]
+    logits = dataclasses.replace(head.outputs[0], dtype="float16")
+    edited = _edited_bundle(bundles["fp32"], tmp_path / "dtype",
+                            graphs={**config.graphs, "head": dataclasses.replace(head, outputs=(logits,))})
+    with pytest.raises(BundleError, match=r"graphs.head.outputs declares .*float16.*but head.onnx has"):
+        Segmenter(edited)
+    c3 = dataclasses.replace(head.inputs[0], shape=("batch", 7, 48, 48))
+    edited = _edited_bundle(bundles["fp32"], tmp_path / "shape",
+                            graphs={**config.graphs, "head": dataclasses.replace(head, inputs=(c3, *head.inputs[1:]))})
+    with pytest.raises(BundleError, match=r"graphs.head.inputs declares .*'c3', 'float32', \['batch', 7, 48, 48\]"):
+        Segmenter(edited)
 
 
 def test_multi_prompt_and_text_cache_give_the_same_masks_as_separate_calls(bundles):

@@ -225,7 +225,7 @@ def test_pad_mask_is_word_eq_0_even_inside_a_text(clip_tokenizer):
 
 def test_truncation_warns_and_keeps_eot():
     text = "the man " * 20
-    with pytest.warns(TextTruncatedWarning, match=r"'the man the man.*42 tokens.*cut to 17"):
+    with pytest.warns(TextTruncatedWarning, match=r"'the man the man.*more than 17 tokens.*cut to 17"):
         row = tokenize(text, context_length=17)[0]
     assert row[-1] == 49407 and (row != 0).all()
 
@@ -262,7 +262,7 @@ def test_bad_texts(texts, error, match):
 
 
 def test_too_long_without_truncate_is_an_error():
-    with pytest.raises(ValueError, match=r"'the man the man.*29 tokens.*context_length=22"):
+    with pytest.raises(ValueError, match=r"'the man the man.*more than 22 tokens.*context_length=22"):
         tokenize("the man " * 12 + "on the left", context_length=22, truncate=False)
     assert tokenize("a b c", context_length=5, truncate=False).shape == (1, 5)  # exactly fits
 
@@ -313,3 +313,30 @@ def test_rejects_a_file_that_is_not_the_vocab(tmp_path):
         f.write("#version\na b\n")
     with pytest.raises(ValueError, match="not CLIP's BPE vocabulary"):
         ClipTokenizer(bad)
+
+
+def _whole_text_row(clip, text: str, context_length: int) -> list[int]:
+    """The row as the official tokenizer builds it: every id of the whole text, then the cut."""
+    ids = [clip.sot_id, *clip.encode(text), clip.eot_id]
+    return ids[:context_length - 1] + [clip.eot_id] if len(ids) > context_length else ids
+
+
+@pytest.mark.parametrize("alphabet", ["abcdeftrsn", "ab", "a", "xyzqjkw", "éüßøñçあいうえお漢字" + "abcdef"])
+def test_a_long_text_is_encoded_only_as_far_as_its_row_reaches_with_the_same_ids(alphabet):
+    clip = tok.get_tokenizer()
+    rng = random.Random(len(alphabet))
+    for _ in range(40):
+        words = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 700))) for _ in range(rng.randint(1, 3))]
+        text = " ".join(words)
+        for context_length in (17, 22, 77):
+            row = clip.batch(text, context_length, warn=False)
+            want = _whole_text_row(clip, text, context_length)
+            assert list(row.tokens[0][:len(want)]) == want and row.lengths[0] == len(want)
+
+
+def test_a_prompt_of_100000_letters_is_cut_like_any_other():
+    clip = tok.get_tokenizer()
+    text = "".join(random.Random(0).choice("abcdefghijklmnopqrstuvwxyz") for _ in range(100_000))
+    with pytest.warns(TextTruncatedWarning, match="more than 17 tokens"):
+        row = clip.batch(text, 17)
+    assert list(row.tokens[0]) == _whole_text_row(clip, text[:2000], 17)

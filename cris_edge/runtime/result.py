@@ -18,8 +18,9 @@ class SegmentationResult:
     Attributes:
         text: the prompt, as given.
         mask: uint8 ``[H, W]`` in {0, 1} at the frame's height and width (1 = the referred object).
-        prob: float32 ``[H, W]`` probabilities at the frame's size (``mask = prob > threshold``),
-            or None unless ``return_prob=True`` was asked for.
+        prob: float32 ``[H, W]`` probabilities at the frame's size, in [0, 1] (the bicubic
+            resampling's overshoot is clipped; ``mask = prob > threshold`` either way), or None
+            unless ``return_prob=True`` was asked for.
         timings: milliseconds per stage (`STAGES`) and ``"total"``, of the whole call that made
             this result: every result of a multi-prompt `run` or a `run_batch` carries the same
             dict (the visual graph ran once for all of them). ``"text"`` is near zero when the

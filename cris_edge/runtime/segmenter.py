@@ -156,7 +156,8 @@ class Segmenter:
                 for stage, ms in out.timings.items():
                     timings[stage] = timings.get(stage, 0.0) + ms
             timings["total"] = 1e3 * (time.perf_counter() - start)
-        return [SegmentationResult(text, mask, prob, dict(timings))
+        return [SegmentationResult(text, mask, None if prob is None else np.clip(prob, 0.0, 1.0, out=prob),
+                                   dict(timings))
                 for (_, text), mask, prob in zip(requests, masks, probs)]
 
     def _text_features(self, texts: list[str], warn_truncated: bool) -> list[TextFeatures]:

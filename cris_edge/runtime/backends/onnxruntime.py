@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ...bundle import Bundle, BundleError, graph_path
+from ...bundle import Bundle, BundleError, Graph, graph_path
 from ...tokenizer import TokenBatch
 from ..device import cuda_index
 from ..text_cache import TextFeatures
@@ -24,6 +24,9 @@ from .base import HostBackend, ModelInfo, head_to_logits, plural, refuse_plugin_
 log = logging.getLogger("cris_edge.runtime")
 
 CUDA_PROVIDER, CPU_PROVIDER = "CUDAExecutionProvider", "CPUExecutionProvider"
+#: ONNX Runtime's element type names -> numpy dtype names (as a bundle records them).
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
+               "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
 def physical_cores() -> int:
@@ -85,6 +88,20 @@ def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None
     return ort.InferenceSession(source, options, providers=_providers(device))
 
 
+def _check_io(session, graph: Graph, name: str, path: Path) -> None:
+    """BundleError unless the graph file's inputs and outputs are the ones config.json declares
+    (names, dtypes, shapes, in order): a config that does not describe its graphs is refused at
+    load, not at the first run."""
+    for what, declared, actual in (("inputs", graph.inputs, session.get_inputs()),
+                                   ("outputs", graph.outputs, session.get_outputs())):
+        want = [(t.name, t.dtype, list(t.shape)) for t in declared]
+        got = [(a.name, _ORT_DTYPES.get(a.type, a.type), [d if d is not None else "?" for d in a.shape])
+               for a in actual]
+        if want != got:
+            raise BundleError(f"{path.parent}: config.json graphs.{name}.{what} declares {want}, but {path.name} "
+                              f"has {got}: the config does not describe this graph; re-export the bundle")
+
+
 class OnnxRuntimeBackend(HostBackend):
     """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs in ONNX Runtime sessions."""
 
@@ -104,6 +121,7 @@ class OnnxRuntimeBackend(HostBackend):
             except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
                 raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
                                   f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
+            _check_io(self._sessions[name], bundle.graph(name), name, path)
             self._outputs[name] = [o.name for o in bundle.graph(name).outputs]
         used = self._sessions["visual"].get_providers()[0]
         self.name = f"onnxruntime ({used}, {plural(self.threads, 'thread')})" if used == CPU_PROVIDER else \

@@ -147,7 +147,7 @@ def _checkpoint(args, bundles: dict) -> tuple[Optional[Path], Optional[str]]:
         return None, "no --checkpoint given (the PyTorch rows run the checkpoint itself)"
     if not bundles:
         return demo, None
-    shas = {c.get("checkpoint", {}).get("sha256") for _, c in bundles.values()}
+    shas = {c.checkpoint.sha256 for _, c in bundles.values()}
     if shas == {sha256_file(demo)}:
         return demo, None
     return None, "no --checkpoint given, and the bundle was not exported from the shipped demo model"

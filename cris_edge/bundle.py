@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 from .constants import CLIP_CONTEXT
+from .paths import write_atomically
 
 CONFIG_FILE = "config.json"
 FORMAT = "cris_edge.bundle"
@@ -507,15 +507,7 @@ def write(directory: PathLike, bundle: Bundle) -> Bundle:
              for path in sorted(root.iterdir()) if path.is_file() and path.name != CONFIG_FILE}
     bundle = dataclasses.replace(bundle, files=files)
     validate(bundle)
-    text = json.dumps(bundle.to_json(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{CONFIG_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, root / CONFIG_FILE)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_atomically(root / CONFIG_FILE, json.dumps(bundle.to_json(), indent=2) + "\n")
     return bundle
 
 

@@ -1,11 +1,13 @@
-"""Where cris-edge keeps and finds things on this machine: its cache directory and the native
-libraries (fused kernels, TensorRT plugin) built for it. Imports nothing but the standard library."""
+"""Where cris-edge keeps and finds things on this machine (its cache directory, the native
+libraries built for it), and how it writes a file that must never be seen half-written.
+Imports nothing but the standard library."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 #: The TensorRT plugin library (``cpp/plugin``) and the variable that points at the device's build.
 TRT_PLUGIN_LIBRARY = "libcris_edge_trt_plugin.so"
@@ -49,3 +51,19 @@ def find_library(name: str, env: str, places: Iterable[Path] = (), explicit: Opt
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise LibraryNotFoundError(f"{name} not found (looked at {looked}){': ' + how if how else ''}")
+
+
+def write_atomically(path: Union[str, os.PathLike], data: Union[bytes, str], mode: int = 0o644) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` through a temporary file in the same directory,
+    renamed into place: readers see the old file or the new one, never part of one, and an
+    interrupted write leaves the old file and no temporary. Returns the path."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..paths import cache_dir
+from ..paths import cache_dir, write_atomically
 
 #: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
 VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
@@ -57,6 +57,6 @@ def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:
         os.replace(tmp, video)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    meta.write_text(json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
+    write_atomically(meta, json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
                                 "seed": VIDEO_SEED}) + "\n")
     return video, expression

@@ -28,7 +28,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -42,6 +41,7 @@ from ..eval.evaluate import evaluate
 from ..eval.predictor import SegmenterPredictor
 from ..model import CRIS, load_cris
 from ..model.checkpoint import FORMAT, FORMAT_VERSION, read_file
+from ..paths import write_atomically
 from .config import RunConfig, load_run_config
 from .loop import train
 
@@ -68,20 +68,14 @@ def pack_state(model: CRIS, run: RunConfig) -> tuple[dict, int]:
 
 def write_deflated(path: Path, payload: dict) -> None:
     """``torch.save(payload)`` with deflate-compressed zip entries, written atomically."""
-    buffer = io.BytesIO()
+    buffer, deflated = io.BytesIO(), io.BytesIO()
     torch.save(payload, buffer)
     buffer.seek(0)
+    with zipfile.ZipFile(buffer) as src, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(buffer) as src, \
-                zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
-            for info in src.infolist():
-                dst.writestr(info.filename, src.read(info.filename))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, deflated.getvalue())
 
 
 def sha256(path: Path) -> str:
@@ -133,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "storage": {"dtype": "float16", "zeroed_token_rows": zeroed, "zip": "deflate"},
         "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    target.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    write_atomically(target.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     print(json.dumps(card, indent=2))
     return 0
 

@@ -690,6 +690,7 @@ def _malicious(path):
 
 @pytest.mark.parametrize("kind,writer,says", [
     ("text", lambda p: p.write_text("epoch: 3\nthis is not a checkpoint\n"), r"text file \(starting 'epoch: 3'\)"),
+    ("utf8-text", lambda p: p.write_text("é" * 1000, encoding="utf-8"), r"text file \(starting 'éé"),
     ("empty", lambda p: p.write_bytes(b""), r"empty \(0 bytes\)"),
     ("pickle-cut", lambda p: p.write_bytes(b"\x80\x02}q\x00"), "damaged or truncated pickle"),
     ("random", _random_bytes, "neither a zip archive nor a pickle"),
@@ -756,10 +757,12 @@ def test_malformed_layouts_are_checkpoint_errors(obj, match, tmp_path):
     (dict(fpn_out=5), "fpn_out must be a list of integers"),
     (dict(clip_model=5), "clip_model must be an open_clip model name or config dict"),
     (dict(num_layers=10**6), "num_layers must be at most 256"),
+    (dict(heads=4), r"unknown CRIS config field\(s\) \['heads'\]"),
 ])
-def test_bad_overrides_are_value_errors_naming_the_field(overrides, field, official_path):
+@pytest.mark.parametrize("config", ["cris_tiny", None], ids=["given", "inferred"])
+def test_bad_overrides_are_value_errors_naming_the_field(overrides, field, config, official_path):
     with pytest.raises(CheckpointError, match=rf"{official_path}.*{field}") as info:
-        load_cris(official_path, "cris_tiny", **overrides)
+        load_cris(official_path, config, **overrides)
     assert isinstance(info.value, ValueError)
 
 
@@ -816,3 +819,16 @@ def test_impossible_shapes_when_inferring(source, tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=rf"cannot load {path}: cannot infer the CRIS architecture"):
         load_cris(path)
+
+
+def test_legacy_non_zip_torch_format_still_loads(source, inputs, expected, tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}}, path,
+               _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path) and path.read_bytes()[:1] == b"\x80"
+    _assert_same_outputs(load_cris(path, "cris_tiny"), inputs, expected)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["proj.txt.bias"][0] = float("nan")
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"NaN or Inf.*proj\.txt\.bias"):
+        load_cris(path, "cris_tiny")

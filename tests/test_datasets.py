@@ -483,3 +483,40 @@ def test_file_that_is_not_an_lmdb(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(DatasetError, match=rf"cannot open LMDB dataset {path}"):
         LmdbReferDataset(path)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 4x4 PNG whose header (CRC fixed) claims ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+    data = bytearray(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1].tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("field", ["img", "mask"])
+def test_lmdb_image_over_opencvs_pixel_limit_is_a_dataset_error(field, lmdb_sample, tmp_path):
+    path = tmp_path / "val.lmdb"
+    entry = dict(lmdb_entry(lmdb_sample), **{field: _png_claiming(200000, 200000)})
+    write_raw_lmdb(path, {b"0": entry, b"__keys__": [b"0"], b"__len__": 1})
+    with pytest.raises(DatasetError, match=rf"corrupt or unsupported .*{path} \[entry b'0'.*{field}"):
+        LmdbReferDataset(path)[0]
+
+
+def test_refer_image_over_opencvs_pixel_limit_is_a_dataset_error(tmp_path):
+    write_refer(tmp_path, n=1)
+    image = tmp_path / "images" / "train2014" / "COCO_train2014_000000000000.jpg"
+    image.write_bytes(_png_claiming(200000, 200000))
+    with pytest.raises(DatasetError, match=f"corrupt or unsupported image: {image}"):
+        ReferDataset(tmp_path, "refcoco", "train")[0]
+
+
+def test_lmdb_keys_lmdb_cannot_look_up(lmdb_sample, tmp_path):
+    path = tmp_path / "val.lmdb"
+    write_raw_lmdb(path, {b"0": lmdb_entry(lmdb_sample), b"__keys__": [b"0", b"", b"k" * 600], b"__len__": 3})
+    data = LmdbReferDataset(path)
+    with pytest.raises(DatasetError, match=rf"{path} \[b''\]: cannot read it from the LMDB"):
+        data[1]
+    with pytest.raises(DatasetError, match=rf"{path} \[entry b'kkk[k]*\.\.\.'\]"):
+        data[2]

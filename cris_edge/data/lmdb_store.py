@@ -74,6 +74,12 @@ def deserialize(data: bytes, source: str) -> Any:
         raise DatasetError(f"cannot decode {source}: not a pickle, and pyarrow.deserialize fails: {err}") from None
 
 
+def _key(key: bytes) -> str:
+    """An LMDB key for a message (long ones cut)."""
+    text = repr(key)
+    return text if len(text) <= 40 else f"{text[:36]}...'"
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -177,8 +183,7 @@ class LmdbReferDataset(Sequence):
         if not self.path.exists():
             raise DatasetError(f"LMDB dataset not found: {self.path}")
         self._env, self._pid = None, None
-        with self._open().begin() as txn:
-            raw_keys, raw_len = txn.get(b"__keys__"), txn.get(b"__len__")
+        raw_keys, raw_len = self._get(b"__keys__"), self._get(b"__len__")
         if raw_keys is None or raw_len is None:
             raise DatasetError(f"{self.path}: no __keys__/__len__ entries; not a CRIS LMDB dataset")
         self.keys = deserialize(raw_keys, f"{self.path} [__keys__]")
@@ -203,6 +208,16 @@ class LmdbReferDataset(Sequence):
             self._pid = os.getpid()
         return self._env
 
+    def _get(self, key: bytes) -> bytes | None:
+        """The value stored under ``key`` (None if absent); LMDB's own errors (a damaged file, a
+        key longer than LMDB allows) are a `DatasetError` naming the file and key."""
+        lmdb = _import_lmdb()
+        try:
+            with self._open().begin() as txn:
+                return txn.get(key)
+        except lmdb.Error as err:
+            raise DatasetError(f"{self.path} [{_key(key)}]: cannot read it from the LMDB: {err}") from None
+
     def close(self) -> None:
         """Close this process's LMDB environment (reopened on the next read)."""
         if self._env is not None:
@@ -218,9 +233,8 @@ class LmdbReferDataset(Sequence):
     def entry(self, i: int) -> dict:
         """The decoded entry dict of item ``i`` (fields checked)."""
         key = self.keys[i]
-        source = f"{self.path} [entry {key!r}]"
-        with self._open().begin() as txn:
-            raw = txn.get(key)
+        source = f"{self.path} [entry {_key(key)}]"
+        raw = self._get(key)
         if raw is None:
             raise DatasetError(f"{source} is listed in __keys__ but missing")
         return check_entry(deserialize(raw, source), source)
@@ -229,7 +243,7 @@ class LmdbReferDataset(Sequence):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} entries")
         entry = self.entry(i)
-        source = f"{self.path} [entry {self.keys[i]!r}, {entry.get('img_name', 'image')}]"
+        source = f"{self.path} [entry {_key(self.keys[i])}, {entry.get('img_name', 'image')}]"
         record = ReferRecord(decode_image(entry["img"], f"{source} img"),
                              decode_mask(entry["mask"], f"{source} mask"),
                              [s.strip() for s in entry["sents"]], entry["seg_id"], entry["cat"])

@@ -10,7 +10,7 @@ import torch
 
 from .backbone import clip_model_config
 from .checkpoint import CheckpointError, PathLike, describe_key_problems, read_file, split_checkpoint
-from .config import ConfigLike, CRISConfig, resolve_config
+from .config import MODEL_FIELDS, ConfigLike, CRISConfig, resolve_config
 from .cris import CRIS
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ def infer_config(state: Mapping[str, torch.Tensor], **overrides) -> CRISConfig:
     except (IndexError, TypeError, ValueError) as err:  # a weight of the wrong rank or size
         raise CheckpointError(f"cannot infer the CRIS architecture: a weight has an impossible shape "
                               f"({err}); pass config=... if this is a CRIS checkpoint") from None
+    unknown = sorted(set(overrides) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown CRIS config field(s) {unknown}; known: {list(MODEL_FIELDS)}")
     fields.update(overrides)
     return CRISConfig(**fields)
 

@@ -83,9 +83,9 @@ def _describe(head: bytes, size: int) -> str:
         return "a damaged or truncated pickle"
     try:
         text = head[:256].decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text.rstrip("\ufffd")):
+    except UnicodeDecodeError as err:  # a character cut at the end of the sample is still text
+        text = head[:err.start].decode("utf-8") if err.start > 240 else None
+    if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
         shown = text.strip().splitlines()[0][:40] if text.strip() else ""
         return f"it looks like a text file (starting {shown!r}), not a zip or pickle archive"
     return f"binary data that is neither a zip archive nor a pickle (it starts with {head[:8].hex(' ')})"
@@ -101,7 +101,7 @@ def _load_error(path: Path, head: bytes, size: int, err: BaseException) -> Check
     retry with ``weights_only=False``: that would run whatever code the file holds)."""
     text = str(err)
     name = _refused_global(text)
-    if name is not None or "Unsupported global" in text or "Unsupported operand" in text:
+    if name is not None or "Unsupported global" in text:
         what = f" ({name})" if name else ""
         return CheckpointError(
             f"cannot read checkpoint {path}: it holds more than tensors, numbers and dicts{what}; "
@@ -242,6 +242,8 @@ def read_file(path: PathLike) -> Any:
             if isinstance(err, CheckpointError):
                 raise
             raise CheckpointError(f"cannot read checkpoint {path}: damaged zip archive ({err})") from None
+    elif head[:1] != b"\x80":  # neither a zip archive nor a pickle (torch's legacy format)
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint: {_describe(head, size)}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:

@@ -102,7 +102,7 @@ class CRISConfig:
                 problems.append(f"{name} must be an integer, got {_show(value)}")
         for name in ("fpn_in", "fpn_out"):
             value = getattr(self, name)
-            if isinstance(value, (list, tuple)) and all(_is_integer(c) for c in value):
+            if _is_sequence(value) and all(_is_integer(c) for c in value):
                 object.__setattr__(self, name, tuple(int(c) for c in value))
             else:
                 problems.append(f"{name} must be a list of integers, got {_show(value)}")
@@ -168,6 +168,17 @@ ConfigLike = Union[str, Path, Mapping[str, Any], CRISConfig]
 
 def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, tuple or array (anything sized and iterable but a str, bytes or mapping)."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        return False
+    try:
+        len(value)  # a 0-d array has __len__ but no length
+    except TypeError:
+        return False
+    return True
 
 
 def _show(value: Any) -> str:

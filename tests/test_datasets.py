@@ -315,8 +315,9 @@ REFER_CASES = [
     ("image-file_name-escapes", _on_image(_set("file_name", "../../refcoco/instances.json")), "instances",
      "image 100: 'file_name' must be a plain file name"),
     ("image-no-height", _on_image(lambda i: _drop(i, "height")), "instances", "image 100 has no 'height'"),
-    ("image-width-str", _on_image(_set("width", "80")), "instances", "image 100: 'width' must be a positive int"),
-    ("image-height-zero", _on_image(_set("height", 0)), "instances", "'height' must be a positive int"),
+    ("image-width-str", _on_image(_set("width", "80")), "instances", "image 100: 'width' must be an int in"),
+    ("image-height-zero", _on_image(_set("height", 0)), "instances", r"'height' must be an int in \[1, 16384\]"),
+    ("image-height-huge", _on_image(_set("height", 10**6)), "instances", r"'height' must be an int in \[1, 16384\]"),
     ("ann-no-id", _on_ann(lambda a: _drop(a, "id")), "instances", "annotation #0 has no 'id'"),
     ("ann-no-segmentation", _on_ann(lambda a: _drop(a, "segmentation")), "instances",
      "annotation 1000 has no 'segmentation'"),
@@ -520,3 +521,13 @@ def test_lmdb_keys_lmdb_cannot_look_up(lmdb_sample, tmp_path):
         data[1]
     with pytest.raises(DatasetError, match=rf"{path} \[entry b'kkk[k]*\.\.\.'\]"):
         data[2]
+
+
+def test_refer_image_size_disagreeing_with_instances_is_found_before_the_mask(tmp_path, monkeypatch):
+    write_refer(tmp_path, n=1)
+    rewrite_refer(tmp_path, _on_image(_set("height", 16000)))
+    data = ReferDataset(tmp_path, "refcoco", "train")
+    monkeypatch.setattr(data, "mask", lambda i: pytest.fail("the mask was decoded"))
+    image = tmp_path / "images" / "train2014" / "COCO_train2014_000000000000.jpg"
+    with pytest.raises(DatasetError, match=rf"{image}: image is \(60, 80\) but .*instances\.json says \(16000, 80\)"):
+        data[0]

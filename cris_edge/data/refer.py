@@ -78,6 +78,12 @@ def annotation_mask(segmentation, height: int, width: int, source: str) -> np.nd
     return decoded.astype(np.uint8)
 
 
+#: The largest image side instances.json may state: masks are decoded at that size before the
+#: image is (``cris-prepare`` never decodes images), so a hostile size could ask for terabytes.
+#: COCO's largest side is 640.
+MAX_SIDE = 1 << 14
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -177,7 +183,8 @@ class ReferDataset(Sequence):
         source = str(self.instances_path)
         _get(image, "file_name", _is_file_name, "a plain file name", source, what)
         for name in ("height", "width"):
-            _get(image, name, lambda v: _is_int(v) and v > 0, "a positive int", source, what)
+            _get(image, name, lambda v: _is_int(v) and 0 < v <= MAX_SIDE, f"an int in [1, {MAX_SIDE}]",
+                 source, what)
 
     def _check_annotation(self, ann: dict, what: str) -> None:
         _get(ann, "segmentation", lambda v: isinstance(v, (list, dict)), "a polygon list or an RLE dict",
@@ -231,8 +238,9 @@ class ReferDataset(Sequence):
         i %= len(self)
         path = self.image_path(i)
         image = decode_image(read_bytes(path, "image"), str(path))
-        mask = self.mask(i)
-        if mask.shape != image.shape[:2]:
+        info = self.images[self.refs[i]["image_id"]]
+        if (info["height"], info["width"]) != image.shape[:2]:  # before a mask of that size is made
             raise DatasetError(f"{path}: image is {image.shape[:2]} but {self.instances_path} "
-                               f"says {mask.shape}")
+                               f"says {(info['height'], info['width'])}")
+        mask = self.mask(i)
         return ReferRecord(image, mask, self.sentences(i), int(self.refs[i]["ref_id"]), self.category(i))

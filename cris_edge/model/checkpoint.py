@@ -123,14 +123,20 @@ def _check_zip(path: Path, archive: zipfile.ZipFile) -> None:
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise CheckpointError(f"cannot read checkpoint {path}: a zip archive but not a PyTorch checkpoint "
                               f"(no data.pkl member; it holds {shown or 'nothing'})")
+    _check_crcs(path, archive, "checkpoint", lambda member: _tensors_in_member(archive, pickles[0], member))
+
+
+def _check_crcs(path: Path, archive: zipfile.ZipFile, what: str, tensors_in=lambda member: []) -> None:
+    """One pass over the members: a `CheckpointError` naming the first whose CRC fails (and
+    ``tensors_in(member)``, the tensors it stores)."""
     try:
         bad = archive.testzip()
     except Exception as err:  # damaged local headers, bad compression ...
-        raise CheckpointError(f"cannot read checkpoint {path}: damaged zip archive ({err})") from None
+        raise CheckpointError(f"cannot read {what} {path}: damaged zip archive ({err})") from None
     if bad is not None:
-        tensors = _tensors_in_member(archive, pickles[0], bad)
+        tensors = tensors_in(bad)
         where = f" (tensor {', '.join(tensors[:4])}{', ...' if len(tensors) > 4 else ''})" if tensors else ""
-        raise CheckpointError(f"cannot read checkpoint {path}: damaged: member {bad!r}{where} fails "
+        raise CheckpointError(f"cannot read {what} {path}: damaged: member {bad!r}{where} fails "
                               "its CRC check; the file was corrupted after it was written")
 
 
@@ -277,7 +283,7 @@ def check_tensors(state: Mapping[str, Any], source: str) -> None:
             wrong_dtype.append(f"{key} ({str(value.dtype).replace('torch.', '')})")
     problems = []
     for title, items in (("not dense tensors", wrong_type),
-                         ("not float weights (float32/float16/bfloat16 expected)", wrong_dtype),
+                         ("not float weights (float32/float16/bfloat16/float64 expected)", wrong_dtype),
                          ("NaN or Inf values", not_finite)):
         if items:
             problems.append(f"{title}: {', '.join(items[:6])}{f', ... ({len(items) - 6} more)' if len(items) > 6 else ''}")
@@ -338,14 +344,8 @@ def read_clip_state_dict(path: PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"CLIP weights not found: {path}")
     if _is_torchscript_archive(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()
-        except Exception as err:
-            raise CheckpointError(f"cannot read CLIP weights {path}: damaged zip archive ({err})") from None
-        if bad is not None:
-            raise CheckpointError(f"cannot read CLIP weights {path}: damaged: member {bad!r} fails its "
-                                  "CRC check; the file was corrupted after it was written")
+        with zipfile.ZipFile(path) as archive:  # opened once already by _is_torchscript_archive
+            _check_crcs(path, archive, "CLIP weights")
         try:
             state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception as err:  # torch.jit raises RuntimeError for a damaged archive
@@ -362,8 +362,8 @@ def load_clip_weights(backbone: torch.nn.Module, path: PathLike) -> None:
     """Initialise a CRIS backbone (open_clip CLIP) from CLIP weights in place.
 
     Only CRIS's own ``visual.attnpool.connect`` residual is left untouched; any other missing,
-    unexpected or mis-shaped weight is a `CheckpointError` (a ValueError) naming it (e.g. RN101 weights for an RN50
-    config).
+    unexpected or mis-shaped weight is a `CheckpointError` (a ValueError) naming it (e.g. RN101
+    weights for an RN50 config).
     """
     state = read_clip_state_dict(path)
     own = backbone.state_dict()

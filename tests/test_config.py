@@ -378,3 +378,13 @@ def test_wrong_types_in_a_file_name_the_field(tmp_path):
         resolve_config(path)
     with pytest.raises(ValueError, match=r"unknown CRIS config key\(s\) \['x', 1\]"):
         resolve_config({1: 2, "x": 3})
+
+
+@pytest.mark.parametrize("content,says", [(b"\xff\xfe\x00bad", "not UTF-8 text"),
+                                          (b"[" * 100000 + b"]" * 100000, "nested too deeply")],
+                         ids=["not-utf8", "too-deep"])
+def test_unreadable_config_file_names_it(content, says, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"cannot parse config file {path}: {says}"):
+        resolve_config(path)

@@ -245,9 +245,12 @@ def load_config_file(path: Union[str, Path]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
-        raise ValueError(f"cannot parse config file {path}: {err}") from err
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))  # YAML is a superset of JSON
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot parse config file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"cannot parse config file {path}: {detail}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
     return data

@@ -531,3 +531,13 @@ def test_refer_image_size_disagreeing_with_instances_is_found_before_the_mask(tm
     image = tmp_path / "images" / "train2014" / "COCO_train2014_000000000000.jpg"
     with pytest.raises(DatasetError, match=rf"{image}: image is \(60, 80\) but .*instances\.json says \(16000, 80\)"):
         data[0]
+
+
+@pytest.mark.parametrize("kind", ["rle", "rle_list"])
+@pytest.mark.parametrize("size", [[100000, 100000], [80, 60], "60x80", None])
+def test_rle_size_must_be_the_images(kind, size, tmp_path):
+    write_refer(tmp_path, n=1, kinds=(kind,))
+    rewrite_refer(tmp_path, _on_ann(lambda ann: ann["segmentation"].__setitem__("size", size)))
+    data = ReferDataset(tmp_path, "refcoco", "train")
+    with pytest.raises(DatasetError, match=r"instances\.json \(annotation 1000\): RLE size .* is not the image's \[60, 80\]"):
+        data[0]

@@ -63,6 +63,12 @@ def annotation_mask(segmentation, height: int, width: int, source: str) -> np.nd
     in {0, 1}: the union of its parts."""
     from pycocotools import mask as coco_mask
 
+    size = segmentation.get("size") if isinstance(segmentation, dict) else None
+    if isinstance(segmentation, dict) and not (isinstance(size, (list, tuple)) and list(size) == [height, width]):
+        # an RLE is decoded at its own size: one that is not the image's is an error (and a
+        # hostile one could ask for any amount of memory)
+        raise DatasetError(f"{source}: RLE size {segmentation.get('size')!r} is not the image's "
+                           f"[{height}, {width}]")
     try:
         if isinstance(segmentation, list) or isinstance(segmentation.get("counts"), list):
             rles = coco_mask.frPyObjects(segmentation, height, width)

@@ -407,6 +407,7 @@ LMDB_ENTRY_CASES = [(f"no-{name}", _entry_without(name), f"no '{name}' field")
     ("seg_id-float", _entry_with("seg_id", 1.5), "'seg_id' must be an int"),
     ("seg_id-bool", _entry_with("seg_id", True), "'seg_id' must be an int"),
     ("cat-str", _entry_with("cat", "person"), "'cat' must be an int"),
+    ("cat-negative", _entry_with("cat", -5), r"'cat' must be an int >= -1.*-5"),
     ("img_name-int", _entry_with("img_name", 5), "'img_name' must be a str"),
     ("num_sents-str", _entry_with("num_sents", "2"), "'num_sents' must be an int"),
     ("not-a-dict", lambda entry: list(entry.items()), r"expected a dict.*\(list\)"),

@@ -97,7 +97,7 @@ ENTRY_FIELDS = {
     "sents": (True, lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(t, str) and t.strip() for t in v),
               "a non-empty list of non-blank str"),
     "seg_id": (True, _is_int, "an int (the ref id)"),
-    "cat": (True, _is_int, "an int (the category index)"),
+    "cat": (True, lambda v: _is_int(v) and v >= -1, "an int >= -1 (the category index, -1: unknown)"),
     "img_name": (False, lambda v: isinstance(v, str), "a str"),
     "num_sents": (False, _is_int, "an int"),
 }

@@ -9,7 +9,8 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .backbone import clip_model_config
-from .checkpoint import CheckpointError, PathLike, describe_key_problems, read_file, split_checkpoint
+from .checkpoint import (CheckpointError, PathLike, _first_line, describe_key_problems, read_file,
+                         split_checkpoint)
 from .config import MODEL_FIELDS, ConfigLike, CRISConfig, resolve_config
 from .cris import CRIS
 
@@ -153,8 +154,3 @@ def load_cris(checkpoint: PathLike, config: Optional[ConfigLike] = None, **overr
     model = CRIS(cfg)
     load_state(model, state, source)
     return model.float().eval()
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).splitlines()
-    return lines[0] if lines else type(err).__name__

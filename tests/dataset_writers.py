@@ -100,3 +100,33 @@ def write_official_lmdb(path: Path, samples: list) -> None:
         txn.put(b"__keys__", pickle.dumps(keys, protocol=5))
         txn.put(b"__len__", pickle.dumps(len(keys), protocol=5))
     env.close()
+
+
+def rewrite_refer(root: Path, mutate, dataset: str = "refcoco", split_by: str = "unc") -> None:
+    """Rewrite a refer dataset written by `write_refer` through ``mutate(refs, instances) ->
+    (refs, instances)``: the refs pickle (protocol 2) and instances.json in their real formats."""
+    refs_path, instances_path = root / dataset / f"refs({split_by}).p", root / dataset / "instances.json"
+    with open(refs_path, "rb") as handle:
+        refs = pickle.load(handle)
+    refs, instances = mutate(refs, json.loads(instances_path.read_text()))
+    instances_path.write_text(json.dumps(instances))
+    with open(refs_path, "wb") as handle:
+        pickle.dump(refs, handle, protocol=2)
+
+
+def lmdb_entry(sample, index: int = 0) -> dict:
+    """One entry of the official layout (as folder2lmdb.py writes it) for a synthetic sample."""
+    ok_img, img = cv2.imencode(".jpg", sample.image)
+    ok_mask, mask = cv2.imencode(".png", sample.mask * 255)
+    return {"img": img.tobytes(), "mask": mask.tobytes(), "cat": 0, "seg_id": index,
+            "img_name": f"{index}.jpg", "num_sents": len(sample.sentences), "sents": list(sample.sentences)}
+
+
+def write_raw_lmdb(path: Path, values: dict, protocol: int = 5) -> None:
+    """An LMDB file (``subdir=False``) holding ``values``: key (bytes) -> object, pickled with
+    ``protocol`` unless it is already bytes (then stored as is)."""
+    env = lmdb.open(str(path), subdir=False, map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        for key, value in values.items():
+            txn.put(key, value if isinstance(value, bytes) else pickle.dumps(value, protocol=protocol))
+    env.close()

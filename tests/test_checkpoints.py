@@ -18,6 +18,7 @@ from torch import nn
 from cris_edge.model import (build_cris, infer_config, load_clip_weights, load_cris,
                              resolve_config, save_checkpoint)
 from cris_edge.model import checkpoint as checkpoint_module
+from cris_edge.model.checkpoint import CheckpointError
 from cris_edge.model._torchvision_compat import import_open_clip
 
 # TorchScript is deprecated in torch 2.13 but is what OpenAI's CLIP archives (and tracing) use.
@@ -535,3 +536,299 @@ def test_load_clip_weights_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="CLIP weights not found"):
         load_clip_weights(build_cris("cris_tiny").backbone, tmp_path / "RN50.pt")
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Damaged and hostile files: every one a CheckpointError (a ValueError) naming the file
+# ----------------------------------------------------------------------------------------------
+
+def _flip_member_bytes(path, member: str, count: int = 64) -> None:
+    """Invert ``count`` bytes in the middle of one zip member's data, as disk or transfer
+    damage would: the zip's CRC no longer matches."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(open(path, "rb").read())
+    name_len = int.from_bytes(data[info.header_offset + 26: info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28: info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2 - count // 2
+    assert info.compress_type == zipfile.ZIP_STORED and info.file_size >= count
+    data[start:start + count] = bytes(b ^ 0xFF for b in data[start:start + count])
+    open(path, "wb").write(bytes(data))
+
+
+def test_crc_damaged_member_is_refused_naming_the_tensor(source, tmp_path):
+    path = tmp_path / "flipped.pth"
+    state = source.state_dict()
+    torch.save(state, path)
+    victim = "proj.txt.weight"
+    # torch.save numbers storages in the order it meets them: tensor k of the dict is data/k
+    member = f"flipped/data/{list(state).index(victim)}"
+    _flip_member_bytes(path, member)
+    loaded = torch.load(path, weights_only=True)  # torch's reader checks no CRC: it loads
+    assert not torch.equal(loaded[victim], state[victim])
+    with pytest.raises(CheckpointError) as info:
+        load_cris(path, "cris_tiny")
+    message = str(info.value)
+    assert str(path) in message and repr(member) in message and "CRC" in message
+    assert f"tensor {victim}" in message
+
+
+def test_crc_damaged_official_checkpoint_names_the_nested_tensor(source, tmp_path):
+    path = tmp_path / "best_model.pth"
+    _official_checkpoint(source.state_dict(), path)
+    keys = list(source.state_dict())
+    member = f"best_model/data/{keys.index('neck.f2_v_proj.0.weight')}"
+    _flip_member_bytes(path, member)
+    with pytest.raises(CheckpointError, match=r"state_dict\.module\.neck\.f2_v_proj\.0\.weight"):
+        load_cris(path)
+
+
+def test_crc_damaged_layout_pickle_is_refused(source, tmp_path):
+    path = tmp_path / "layout.pth"
+    torch.save({"w": torch.zeros(64, 64)}, path)
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("layout/data.pkl").file_size >= 8
+    _flip_member_bytes(path, "layout/data.pkl", count=4)
+    with pytest.raises(CheckpointError, match=rf"{path}.*'layout/data.pkl'.*CRC"):
+        load_cris(path, "cris_tiny")
+
+
+def test_crc_damaged_torchscript_clip_archive_is_refused(tmp_path):
+    clip = _tiny_clip(seed=14)
+    path = tmp_path / "RN-tiny.pt"
+    torch.jit.trace(_OpenAIStyleArchive(clip), torch.zeros(1, 77, dtype=torch.long), check_trace=False).save(str(path))
+    with zipfile.ZipFile(path) as archive:
+        member = max(archive.infolist(), key=lambda i: i.file_size).filename
+    _flip_member_bytes(path, member)
+    with pytest.raises(CheckpointError, match=rf"CLIP weights {path}.*{member}.*CRC"):
+        load_clip_weights(build_cris("cris_tiny").backbone, path)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "official", "safetensors"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused(fmt, value, source, tmp_path):
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["decoder.layers.0.ffn.0.weight"][3, 5] = value
+    path = tmp_path / f"bad.{'safetensors' if fmt == 'safetensors' else 'pth'}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+        save_file(state, str(path))
+    elif fmt == "official":
+        _official_checkpoint(state, path)
+    else:
+        torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"{path}.*NaN or Inf.*decoder\.layers\.0\.ffn\.0\.weight \(1 of"):
+        load_cris(path, "cris_tiny")
+
+
+def test_non_finite_clip_weights_are_refused(tmp_path):
+    state = {k: v.clone() for k, v in _tiny_clip(seed=15).state_dict().items()}
+    state["ln_final.weight"][0] = float("nan")
+    path = tmp_path / "clip.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"{path}.*NaN or Inf.*ln_final\.weight"):
+        load_clip_weights(build_cris("cris_tiny").backbone, path)
+
+
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.int32, torch.uint8, torch.complex64])
+def test_non_float_weights_are_refused_not_cast(fmt, dtype, source, tmp_path):
+    state = dict(source.state_dict())
+    victim = "proj.txt.weight"
+    state[victim] = torch.ones(state[victim].shape, dtype=dtype)
+    path = tmp_path / f"typed.{fmt}"
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save(state, path)
+    name = str(dtype).replace("torch.", "")
+    with pytest.raises(CheckpointError, match=rf"{path}.*not float weights.*{victim} \({name}\)"):
+        load_cris(path, "cris_tiny")
+
+
+def test_integer_counters_are_the_only_integers_allowed(source, tmp_path):
+    state = dict(source.state_dict())
+    counters = [k for k, v in state.items() if not v.is_floating_point()]
+    assert counters and all(k.endswith("num_batches_tracked") for k in counters)  # what CRIS holds
+    assert all(state[k].dtype == torch.int64 for k in counters)
+    checkpoint_module.check_tensors(state, "ok")  # the real layout passes
+    for key, value in (("x.weight", torch.zeros(2, dtype=torch.int64)),
+                       ("bn.num_batches_tracked", torch.tensor(True)),
+                       ("bn.num_batches_tracked", torch.tensor(1, dtype=torch.uint8))):
+        with pytest.raises(CheckpointError, match=rf"here.pth.*not float weights.*{key}"):
+            checkpoint_module.check_tensors({key: value}, "here.pth")
+
+
+def test_sparse_tensor_is_refused(source, tmp_path):
+    state = dict(source.state_dict())
+    state["proj.txt.weight"] = state["proj.txt.weight"].to_sparse()
+    path = tmp_path / "sparse.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"not dense tensors: proj\.txt\.weight"):
+        load_cris(path, "cris_tiny")
+
+
+def _zip_not_torch(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes/readme.txt", "hello")
+
+
+def _random_bytes(path):
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(3),
+                                         dtype=torch.uint8).tolist()))
+
+
+def _truncated_zip(path, official):
+    data = open(official, "rb").read()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _malicious(path):
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _Payload(path.with_name("executed"))}, path)
+
+
+@pytest.mark.parametrize("kind,writer,says", [
+    ("text", lambda p: p.write_text("epoch: 3\nthis is not a checkpoint\n"), r"text file \(starting 'epoch: 3'\)"),
+    ("utf8-text", lambda p: p.write_text("é" * 1000, encoding="utf-8"), r"text file \(starting 'éé"),
+    ("empty", lambda p: p.write_bytes(b""), r"empty \(0 bytes\)"),
+    ("pickle-cut", lambda p: p.write_bytes(b"\x80\x02}q\x00"), "damaged or truncated pickle"),
+    ("random", _random_bytes, "neither a zip archive nor a pickle"),
+    ("zip", _zip_not_torch, r"zip archive but not a PyTorch checkpoint \(no data.pkl"),
+    ("truncated", None, "damaged or truncated zip archive"),
+    ("malicious", _malicious, r"more than tensors, numbers and dicts \(.*_touch\)"),
+])
+def test_not_a_checkpoint_is_named_and_never_suggests_weights_only_false(kind, writer, says, official_path,
+                                                                          tmp_path):
+    path = tmp_path / "model.pth"
+    if writer is None:
+        _truncated_zip(path, official_path)
+    else:
+        writer(path)
+    with pytest.raises(CheckpointError) as info:
+        load_cris(path, "cris_tiny")
+    message = str(info.value)
+    assert message.startswith(f"cannot read checkpoint {path}: ") and "\n" not in message
+    assert "weights_only" not in message.replace(" ", "_").lower() and "trust" not in message
+    assert isinstance(info.value, ValueError)
+    import re
+    assert re.search(says, message), message
+    assert not (tmp_path / "executed").exists()
+
+
+def test_safetensors_named_pth_is_read_as_safetensors(source, inputs, expected, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.pth"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    _assert_same_outputs(load_cris(path, "cris_tiny"), inputs, expected)
+
+
+def test_directory_is_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{tmp_path}.*directory"):
+        load_cris(tmp_path, "cris_tiny")
+
+
+@pytest.mark.parametrize("obj,match", [
+    ({"state_dict": [torch.zeros(1)]}, "no state dict of tensors"),
+    ({1: torch.zeros(1)}, r"keys must be weight names \(str\), got 1"),
+    ({"format": "cris_edge", "config": "/etc/passwd", "state_dict": {"x": torch.zeros(1)}},
+     "config must be a dict.*got str"),
+    ({"format": "cris_edge", "config": [1, 2], "state_dict": {"x": torch.zeros(1)}}, "config must be a dict"),
+])
+def test_malformed_layouts_are_checkpoint_errors(obj, match, tmp_path):
+    path = tmp_path / "odd.pth"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=rf"{path}.*{match}"):
+        load_cris(path)
+
+
+@pytest.mark.parametrize("overrides,field", [
+    (dict(word_len="x"), r"word_len must be an integer, got 'x'"),
+    (dict(word_len=500), r"word_len must be in \[2, 77\].*got 500"),
+    (dict(word_len=1), r"word_len must be in \[2, 77\]"),
+    (dict(word_len=True), "word_len must be an integer"),
+    (dict(input_size=416.0), "input_size must be an integer"),
+    (dict(input_size=100), "input_size must be a positive multiple of 32"),
+    (dict(num_head="2"), "num_head must be an integer"),
+    (dict(dropout="0.1"), "dropout must be a number"),
+    (dict(dropout=float("nan")), "dropout must be a number"),
+    (dict(fpn_in="abc"), "fpn_in must be a list of integers"),
+    (dict(fpn_out=5), "fpn_out must be a list of integers"),
+    (dict(clip_model=5), "clip_model must be an open_clip model name or config dict"),
+    (dict(num_layers=10**6), "num_layers must be at most 256"),
+    (dict(heads=4), r"unknown CRIS config field\(s\) \['heads'\]"),
+])
+@pytest.mark.parametrize("config", ["cris_tiny", None], ids=["given", "inferred"])
+def test_bad_overrides_are_value_errors_naming_the_field(overrides, field, config, official_path):
+    with pytest.raises(CheckpointError, match=rf"{official_path}.*{field}") as info:
+        load_cris(official_path, config, **overrides)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(word_len=500), r"word_len must be in \[2, 77\]"),
+    (dict(word_len="17"), "word_len must be an integer"),
+    (dict(input_size=-32), "input_size must be a positive multiple of 32"),
+    (dict(num_layers=10**9), "num_layers must be at most 256"),
+    (dict(vis_dim=None), "vis_dim must be an integer"),
+    (dict(clip_model={"embed_dim": 128}), "clip_model.vision_cfg must be a mapping"),
+    (dict(clip_model="RN42"), "unknown open_clip model 'RN42'"),
+    (dict(surprise=1), r"unknown CRIS config key\(s\) \['surprise'\]"),
+])
+def test_invalid_saved_config_is_refused_at_load(change, field, source, tmp_path):
+    path = tmp_path / "ours.pth"
+    save_checkpoint(path, source, {**source.config.to_dict(), **change})
+    with pytest.raises(CheckpointError, match=rf"cannot load {path}: .*{field}"):
+        load_cris(path)
+
+
+def test_saved_clip_model_with_huge_depth_is_refused_before_building(source, tmp_path):
+    config = source.config.to_dict()
+    config["clip_model"]["text_cfg"]["layers"] = 10**6
+    path = tmp_path / "deep.pth"
+    save_checkpoint(path, source, config)
+    with pytest.raises(CheckpointError, match=r"clip_model\.text_cfg\.layers must be at most 256"):
+        load_cris(path)
+
+
+def test_saved_config_not_matching_weights_fails_before_allocating(source, tmp_path, monkeypatch):
+    """A config describing a far larger model than its weights is caught on a storage-less
+    (meta) model: the real one is never built."""
+    config = dict(source.config.to_dict(), dim_ffn=1 << 20)  # 1M-wide FFN: gigabytes in float32
+    path = tmp_path / "wide.pth"
+    save_checkpoint(path, source, config)
+    from cris_edge.model import build as build_module
+    built = []
+    real = build_module.CRIS
+
+    def counting(cfg):
+        built.append(str(torch.empty(0).device))
+        return real(cfg)
+
+    monkeypatch.setattr(build_module, "CRIS", counting)
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*decoder\.layers\.0\.ffn\.0\.weight"):
+        load_cris(path)
+    assert built == ["meta"]
+
+
+def test_impossible_shapes_when_inferring(source, tmp_path):
+    state = dict(source.state_dict())
+    state["backbone.text_projection"] = torch.zeros(3)  # 1-D: shape[1] does not exist
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"cannot load {path}: cannot infer the CRIS architecture"):
+        load_cris(path)
+
+
+def test_legacy_non_zip_torch_format_still_loads(source, inputs, expected, tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in source.state_dict().items()}}, path,
+               _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path) and path.read_bytes()[:1] == b"\x80"
+    _assert_same_outputs(load_cris(path, "cris_tiny"), inputs, expected)
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    state["proj.txt.bias"][0] = float("nan")
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"NaN or Inf.*proj\.txt\.bias"):
+        load_cris(path, "cris_tiny")

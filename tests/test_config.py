@@ -310,3 +310,81 @@ def test_clip_model_config_errors():
     tiny = resolve_config("cris_tiny").clip_model
     copy = clip_model_config(tiny)
     assert copy == tiny and copy is not tiny
+
+
+# Every field of the wrong type or out of range is a ValueError naming it (never a TypeError
+# from deep inside, never a model that fails at run time).
+@pytest.mark.parametrize("overrides,says", [
+    (dict(word_len="17"), r"word_len must be an integer, got '17' \(str\)"),
+    (dict(word_len=17.0), "word_len must be an integer"),
+    (dict(word_len=None), "word_len must be an integer"),
+    (dict(word_len=78), r"word_len must be in \[2, 77\].*got 78"),
+    (dict(word_len=500), r"word_len must be in \[2, 77\]"),
+    (dict(input_size="416"), "input_size must be an integer"),
+    (dict(input_size=True), "input_size must be an integer"),
+    (dict(input_size=-416), "input_size must be a positive multiple of 32"),
+    (dict(vis_dim=512.5), "vis_dim must be an integer"),
+    (dict(word_dim=[1024]), "word_dim must be an integer"),
+    (dict(num_layers="3"), "num_layers must be an integer"),
+    (dict(num_layers=1000), "num_layers must be at most 256"),
+    (dict(num_head=None), "num_head must be an integer"),
+    (dict(dim_ffn={}), "dim_ffn must be an integer"),
+    (dict(dropout="0.1"), "dropout must be a number"),
+    (dict(dropout=True), "dropout must be a number"),
+    (dict(dropout=float("inf")), "dropout must be a number"),
+    (dict(fpn_in="512"), "fpn_in must be a list of integers"),
+    (dict(fpn_in=(512, "1024", 1024)), "fpn_in must be a list of integers"),
+    (dict(fpn_out=None), "fpn_out must be a list of integers"),
+    (dict(clip_model=None), "clip_model must be an open_clip model name or config dict"),
+    (dict(clip_model=""), "clip_model must not be empty"),
+    (dict(clip_model={"vision_cfg": {}, "text_cfg": {}}), "clip_model.embed_dim must be a positive integer"),
+    (dict(clip_model={"embed_dim": 8, "vision_cfg": [], "text_cfg": {}}), "clip_model.vision_cfg must be a mapping"),
+    (dict(clip_model={"embed_dim": 8, "vision_cfg": {"layers": [1, 1]}, "text_cfg": {}}),
+     "clip_model.vision_cfg.layers must be 4 integers"),
+    (dict(clip_model={"embed_dim": 8, "vision_cfg": {"layers": [1, 1, 1, 1], "width": "16"}, "text_cfg": {}}),
+     "clip_model.vision_cfg.width must be a positive integer"),
+    (dict(clip_model={"embed_dim": 8, "vision_cfg": {"layers": [1, 1, 1, 1]}, "text_cfg": {"layers": 10**6}}),
+     "clip_model.text_cfg.layers must be at most 256"),
+])
+def test_wrong_types_and_ranges_name_the_field(overrides, says):
+    with pytest.raises(ValueError, match=says):
+        resolve_config("cris_r50_refcoco", **overrides)
+
+
+def test_word_len_is_bounded_by_the_clip_models_context():
+    tiny = resolve_config("cris_tiny")
+    short = {**tiny.clip_model, "text_cfg": {**tiny.clip_model["text_cfg"], "context_length": 20}}
+    assert resolve_config("cris_tiny", clip_model=short, word_len=20).word_len == 20
+    with pytest.raises(ValueError, match=r"word_len must be in \[2, 20\]"):
+        resolve_config("cris_tiny", clip_model=short, word_len=21)
+
+
+def test_numpy_integers_are_accepted_as_ints():
+    np = pytest.importorskip("numpy")
+    cfg = resolve_config("cris_r50_refcoco", word_len=np.int64(22), fpn_in=np.array([512, 1024, 1024]))
+    assert cfg.word_len == 22 and type(cfg.word_len) is int and cfg.fpn_in == (512, 1024, 1024)
+    assert json.dumps(cfg.to_dict())  # still JSON-ready
+    with pytest.raises(ValueError, match="fpn_in must be a list of integers"):
+        resolve_config("cris_r50_refcoco", fpn_in=np.array(512))
+
+
+def test_wrong_types_in_a_file_name_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("word_len: seventeen\n")
+    with pytest.raises(ValueError, match="word_len must be an integer, got 'seventeen'"):
+        resolve_config(path)
+    path.write_text("TRAIN: 5\n")
+    with pytest.raises(ValueError, match="TRAIN must be a mapping"):
+        resolve_config(path)
+    with pytest.raises(ValueError, match=r"unknown CRIS config key\(s\) \['x', 1\]"):
+        resolve_config({1: 2, "x": 3})
+
+
+@pytest.mark.parametrize("content,says", [(b"\xff\xfe\x00bad", "not UTF-8 text"),
+                                          (b"[" * 100000 + b"]" * 100000, "nested too deeply")],
+                         ids=["not-utf8", "too-deep"])
+def test_unreadable_config_file_names_it(content, says, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"cannot parse config file {path}: {says}"):
+        resolve_config(path)

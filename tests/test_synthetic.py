@@ -290,6 +290,22 @@ def test_config_validation():
             SyntheticConfig(**bad)
 
 
+@pytest.mark.parametrize("bad,says", [
+    (dict(height="240"), r"wrong type: height \('240'\)"), (dict(width=320.0), "wrong type: width"),
+    (dict(height=10**6), "between 32x32 and 4096x4096"), (dict(max_objects=10**6), "max_objects <= 64"),
+    (dict(min_objects=None), "wrong type: min_objects"), (dict(shapes="circle"), "wrong type: shapes"),
+    (dict(colours=(1, 2)), "wrong type: colours"), (dict(share_prob="0.5"), "wrong type: share_prob"),
+    (dict(share_prob=float("nan")), "wrong type: share_prob"), (dict(share_prob=2.0), r"share_prob must be in \[0, 1\]"),
+    (dict(relations="yes"), "wrong type: relations"), (dict(size_areas=("a", "b", "c")), "wrong type: size_areas"),
+])
+def test_config_types_and_ranges_name_the_field(bad, says):
+    with pytest.raises(ValueError, match=says):
+        SyntheticConfig(**bad)
+    from cris_edge.data.sources import synthetic_config
+    with pytest.raises(ValueError, match=says):  # as training and evaluation read a config's data section
+        synthetic_config({k: list(v) if isinstance(v, tuple) else v for k, v in bad.items()})
+
+
 def test_dataset_sequence():
     train = SyntheticReferDataset(4)
     held_out = SyntheticReferDataset(4, seed_offset=HELD_OUT_SEED_OFFSET)

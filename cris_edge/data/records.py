@@ -67,15 +67,29 @@ def read_bytes(path: PathLike, what: str = "file") -> bytes:
 
 def decode_image(data: bytes, source: str) -> np.ndarray:
     """Encoded image bytes (JPEG, PNG ...) -> uint8 ``[H, W, 3]`` BGR."""
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    image = _imdecode(data, cv2.IMREAD_COLOR, source)
     if image is None:
         raise DatasetError(f"corrupt or unsupported image: {source}")
     return image
 
 
+def _imdecode(data: bytes, flags: int, source: str):
+    """``cv2.imdecode`` of bytes; None for undecodable data; a `DatasetError` for an image
+    OpenCV refuses outright (dimensions over its pixel limit: a decompression bomb)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DatasetError(f"{source}: expected encoded image bytes, got {type(data).__name__}")
+    if not data:
+        return None
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise DatasetError(f"corrupt or unsupported image: {source} ({detail})") from None
+
+
 def decode_mask(data: bytes, source: str) -> np.ndarray:
     """Encoded mask bytes (PNG, 0 = background, anything else = referent) -> uint8 {0, 1}."""
-    mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    mask = _imdecode(data, cv2.IMREAD_GRAYSCALE, source)
     if mask is None:
         raise DatasetError(f"corrupt or unsupported mask image: {source}")
     return (mask > 0).astype(np.uint8)

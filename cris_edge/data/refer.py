@@ -63,6 +63,12 @@ def annotation_mask(segmentation, height: int, width: int, source: str) -> np.nd
     in {0, 1}: the union of its parts."""
     from pycocotools import mask as coco_mask
 
+    size = segmentation.get("size") if isinstance(segmentation, dict) else None
+    if isinstance(segmentation, dict) and not (isinstance(size, (list, tuple)) and list(size) == [height, width]):
+        # an RLE is decoded at its own size: one that is not the image's is an error (and a
+        # hostile one could ask for any amount of memory)
+        raise DatasetError(f"{source}: RLE size {segmentation.get('size')!r} is not the image's "
+                           f"[{height}, {width}]")
     try:
         if isinstance(segmentation, list) or isinstance(segmentation.get("counts"), list):
             rles = coco_mask.frPyObjects(segmentation, height, width)
@@ -78,12 +84,48 @@ def annotation_mask(segmentation, height: int, width: int, source: str) -> np.nd
     return decoded.astype(np.uint8)
 
 
+#: The largest image side instances.json may state: masks are decoded at that size before the
+#: image is (``cris-prepare`` never decodes images), so a hostile size could ask for terabytes.
+#: COCO's largest side is 640.
+MAX_SIDE = 1 << 14
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return f"{text[:50]}{'...' if len(text) > 50 else ''} ({type(value).__name__})"
+
+
+def _get(item, name: str, check, expected: str, source: str, what: str):
+    """``item[name]`` after checking that ``item`` is a dict holding it and ``check(value)``;
+    otherwise a `DatasetError` naming ``source``, ``what`` and the field."""
+    if not isinstance(item, dict):
+        raise DatasetError(f"{source}: {what} must be a dict, got {_show(item)}")
+    if name not in item:
+        raise DatasetError(f"{source}: {what} has no {name!r} field")
+    value = item[name]
+    if not check(value):
+        raise DatasetError(f"{source}: {what}: {name!r} must be {expected}, got {_show(value)}")
+    return value
+
+
+def _is_file_name(value) -> bool:
+    """A plain file name: a COCO image never names a folder, so nothing outside the image
+    folder can be read through it."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value \
+        and "\\" not in value and "\0" not in value
+
+
 class ReferDataset(Sequence):
     """The referents of one split, item ``i`` a `ReferRecord` (image, mask, every sentence).
 
-    Indexes are checked when the dataset is made (a missing refs/instances file, or a ref whose
-    annotation or image is absent from instances.json, is a `DatasetError` naming the file);
-    images are read when an item is read.
+    Indexes are checked when the dataset is made: a missing or malformed refs/instances file,
+    a ref of the split with a missing or mistyped field, no sentence or a blank one, or whose
+    annotation, image or category is absent from instances.json, is a `DatasetError` naming the
+    file and the ref; images are read when an item is read.
     """
 
     def __init__(self, data_root: PathLike, dataset: str = "refcoco", split: str = "val",
@@ -100,20 +142,18 @@ class ReferDataset(Sequence):
         if not isinstance(refs, list):
             raise DatasetError(f"{self.refs_path}: expected a list of refs, got {type(refs).__name__}")
         instances = self._load_instances()
-        self.images = {img["id"]: img for img in instances["images"]}
-        self.anns = {ann["id"]: ann for ann in instances["annotations"]}
-        category_ids = sorted(cat["id"] for cat in instances["categories"])
+        self.images = self._index(instances["images"], "image", self._check_image)
+        self.anns = self._index(instances["annotations"], "annotation", self._check_annotation)
+        categories = self._index(instances["categories"], "category", lambda item, what: None)
         #: COCO category id -> contiguous index 0..79, the ``cat`` of CRIS.pytorch's LMDB entries
-        self.category_index = {cid: i for i, cid in enumerate(category_ids)}
-        try:
-            self.refs = [ref for ref in refs if in_split(ref["split"], split)]
-            for ref in self.refs:
-                if ref["ann_id"] not in self.anns or ref["image_id"] not in self.images:
-                    raise DatasetError(f"{self.refs_path}: ref {ref['ref_id']} names annotation "
-                                       f"{ref['ann_id']} / image {ref['image_id']}, absent from "
-                                       f"{self.instances_path}")
-        except (KeyError, TypeError) as err:
-            raise DatasetError(f"{self.refs_path}: malformed ref entry ({err!r} missing or wrong type)") from None
+        self.category_index = {cid: i for i, cid in enumerate(sorted(categories))}
+        source = str(self.refs_path)
+        self.refs = []
+        for n, ref in enumerate(refs):
+            ref_split = _get(ref, "split", lambda v: isinstance(v, str), "a str", source, f"ref #{n}")
+            if in_split(ref_split, split):
+                self._check_ref(ref, n)
+                self.refs.append(ref)
         if not self.refs:
             raise DatasetError(f"{self.refs_path}: no refs in split {split!r}")
         if not self.image_dir.is_dir():
@@ -122,12 +162,58 @@ class ReferDataset(Sequence):
     def _load_instances(self) -> dict:
         try:
             instances = json.loads(read_bytes(self.instances_path, "instances file"))
-        except json.JSONDecodeError as err:
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, too deep
             raise DatasetError(f"corrupt JSON in {self.instances_path}: {err}") from None
+        if not isinstance(instances, dict):
+            raise DatasetError(f"{self.instances_path}: expected a COCO instances object with images, "
+                               f"annotations and categories, got {_show(instances)}")
         missing = [k for k in ("images", "annotations", "categories") if k not in instances]
         if missing:
             raise DatasetError(f"{self.instances_path}: missing section(s) {missing}")
+        for section in ("images", "annotations", "categories"):
+            if not isinstance(instances[section], list):
+                raise DatasetError(f"{self.instances_path}: {section!r} must be a list, "
+                                   f"got {_show(instances[section])}")
         return instances
+
+    def _index(self, items: list, what: str, check) -> dict:
+        """``{id: item}`` of an instances.json section, each item checked."""
+        source, index = str(self.instances_path), {}
+        for n, item in enumerate(items):
+            item_id = _get(item, "id", _is_int, "an int", source, f"{what} #{n}")
+            check(item, f"{what} {item_id}")
+            index[item_id] = item
+        return index
+
+    def _check_image(self, image: dict, what: str) -> None:
+        source = str(self.instances_path)
+        _get(image, "file_name", _is_file_name, "a plain file name", source, what)
+        for name in ("height", "width"):
+            _get(image, name, lambda v: _is_int(v) and 0 < v <= MAX_SIDE, f"an int in [1, {MAX_SIDE}]",
+                 source, what)
+
+    def _check_annotation(self, ann: dict, what: str) -> None:
+        _get(ann, "segmentation", lambda v: isinstance(v, (list, dict)), "a polygon list or an RLE dict",
+             str(self.instances_path), what)
+
+    def _check_ref(self, ref: dict, n: int) -> None:
+        """Every field of a ref of this split that reading it uses."""
+        source = str(self.refs_path)
+        ref_id = _get(ref, "ref_id", _is_int, "an int", source, f"ref #{n}")
+        what = f"ref {ref_id}"
+        for name, index, section in (("ann_id", self.anns, "annotation"), ("image_id", self.images, "image"),
+                                     ("category_id", self.category_index, "category")):
+            value = _get(ref, name, _is_int, "an int", source, what)
+            if value not in index:
+                raise DatasetError(f"{source}: {what} names {section} {value} ({name}), absent from "
+                                   f"{self.instances_path}")
+        sentences = _get(ref, "sentences", lambda v: isinstance(v, list), "a list", source, what)
+        if not sentences:
+            raise DatasetError(f"{source}: {what} has no sentences")
+        for k, sentence in enumerate(sentences):
+            sent = _get(sentence, "sent", lambda v: isinstance(v, str), "a str", source, f"{what} sentence {k}")
+            if not sent.strip():
+                raise DatasetError(f"{source}: {what} sentence {k}: 'sent' is blank")
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -158,8 +244,9 @@ class ReferDataset(Sequence):
         i %= len(self)
         path = self.image_path(i)
         image = decode_image(read_bytes(path, "image"), str(path))
-        mask = self.mask(i)
-        if mask.shape != image.shape[:2]:
+        info = self.images[self.refs[i]["image_id"]]
+        if (info["height"], info["width"]) != image.shape[:2]:  # before a mask of that size is made
             raise DatasetError(f"{path}: image is {image.shape[:2]} but {self.instances_path} "
-                               f"says {mask.shape}")
+                               f"says {(info['height'], info['width'])}")
+        mask = self.mask(i)
         return ReferRecord(image, mask, self.sentences(i), int(self.refs[i]["ref_id"]), self.category(i))

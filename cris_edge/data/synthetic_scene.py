@@ -69,6 +69,11 @@ def _outline_area(poly: np.ndarray) -> float:
 _UNIT_AREA = {name: _outline_area(contours[0]) for name, contours in _UNIT.items()}
 
 
+#: The largest synthetic frame side, and the most objects a scene may ask for.
+MAX_SIDE = 4096
+MAX_OBJECTS = 64
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Scene and expression settings. Defaults: 240x320 frames (not square, to exercise the
@@ -96,10 +101,29 @@ class SyntheticConfig:
     relations: bool = True
 
     def __post_init__(self):
-        if self.height < 32 or self.width < 32:
-            raise ValueError(f"frame must be at least 32x32, got {self.height}x{self.width}")
-        if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError("need 1 <= min_objects <= max_objects")
+        def integer(v):
+            return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+        def number(v):
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+
+        def names(v):
+            return isinstance(v, (tuple, list)) and all(isinstance(n, str) for n in v)
+
+        checks = {"height": integer, "width": integer, "min_objects": integer, "max_objects": integer,
+                  "shapes": names, "colours": names, "share_prob": number,
+                  "relations": lambda v: isinstance(v, bool),
+                  "size_areas": lambda v: isinstance(v, (tuple, list)) and all(number(x) for x in v)}
+        wrong = [f"{name} ({getattr(self, name)!r:.40})" for name, ok in checks.items() if not ok(getattr(self, name))]
+        if wrong:
+            raise ValueError(f"synthetic settings of the wrong type: {', '.join(wrong)}")
+        if not 32 <= self.height <= MAX_SIDE or not 32 <= self.width <= MAX_SIDE:
+            raise ValueError(f"frame must be between 32x32 and {MAX_SIDE}x{MAX_SIDE}, got {self.height}x{self.width}")
+        if not 0.0 <= self.share_prob <= 1.0:
+            raise ValueError(f"share_prob must be in [0, 1], got {self.share_prob}")
+        if not 1 <= self.min_objects <= self.max_objects <= MAX_OBJECTS:
+            raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, "
+                             f"got {self.min_objects} and {self.max_objects}")
         if not self.shapes or not set(self.shapes) <= set(SHAPES):
             raise ValueError(f"shapes must be a non-empty subset of {SHAPES}")
         if not self.colours or not set(self.colours) <= set(COLOURS):

@@ -6,9 +6,9 @@
 """
 
 from .build import build_cris, infer_config, load_cris
-from .checkpoint import load_clip_weights, save_checkpoint
+from .checkpoint import CheckpointError, load_clip_weights, save_checkpoint
 from .config import CRISConfig, available_configs, resolve_config
 from .cris import CRIS
 
-__all__ = ["CRIS", "CRISConfig", "available_configs", "build_cris", "infer_config", "load_clip_weights",
+__all__ = ["CRIS", "CRISConfig", "CheckpointError", "available_configs", "build_cris", "infer_config", "load_clip_weights",
            "load_cris", "resolve_config", "save_checkpoint"]

@@ -9,8 +9,9 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .backbone import clip_model_config
-from .checkpoint import PathLike, describe_key_problems, read_file, split_checkpoint
-from .config import ConfigLike, CRISConfig, resolve_config
+from .checkpoint import (CheckpointError, PathLike, _first_line, describe_key_problems, read_file,
+                         split_checkpoint)
+from .config import MODEL_FIELDS, ConfigLike, CRISConfig, resolve_config
 from .cris import CRIS
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,14 @@ def infer_config(state: Mapping[str, torch.Tensor], **overrides) -> CRISConfig:
             dim_ffn=int(state["decoder.layers.0.ffn.0.weight"].shape[0]),
         )
     except KeyError as err:
-        raise ValueError(f"cannot infer the CRIS architecture: weight {err.args[0]!r} is missing; "
-                         "is this a CRIS checkpoint? Pass config=... if it is") from err
+        raise CheckpointError(f"cannot infer the CRIS architecture: weight {err.args[0]!r} is missing; "
+                              "is this a CRIS checkpoint? Pass config=... if it is") from None
+    except (IndexError, TypeError, ValueError) as err:  # a weight of the wrong rank or size
+        raise CheckpointError(f"cannot infer the CRIS architecture: a weight has an impossible shape "
+                              f"({err}); pass config=... if this is a CRIS checkpoint") from None
+    unknown = sorted(set(overrides) - set(MODEL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown CRIS config field(s) {unknown}; known: {list(MODEL_FIELDS)}")
     fields.update(overrides)
     return CRISConfig(**fields)
 
@@ -89,17 +96,23 @@ def _known_clip_name(clip_cfg: dict) -> Optional[str]:
 
 
 def load_state(model: CRIS, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` strictly (but for `_IGNORABLE` keys), raising a ValueError that lists
-    every missing, unexpected or mis-shaped weight."""
+    """Load ``state`` strictly (but for `_IGNORABLE` keys), raising a `CheckpointError` that
+    lists every missing, unexpected or mis-shaped weight."""
+    check_state(model.state_dict(), state, source)
     own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+def check_state(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """A `CheckpointError` listing every weight of ``state`` missing from, unexpected in or
+    mis-shaped for a model whose state dict is ``own`` (meta tensors will do)."""
     missing = [k for k in own if k not in state and k not in _IGNORABLE]
     unexpected = [k for k in state if k not in own and k not in _IGNORABLE]
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise ValueError(f"weights in {source} do not match the CRIS config:"
+        raise CheckpointError(f"weights in {source} do not match the CRIS config:"
                          + describe_key_problems(missing, unexpected, mismatched))
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def load_cris(checkpoint: PathLike, config: Optional[ConfigLike] = None, **overrides) -> CRIS:
@@ -110,14 +123,34 @@ def load_cris(checkpoint: PathLike, config: Optional[ConfigLike] = None, **overr
     checkpoints use the config they carry and others have theirs inferred from the weights
     (see `infer_config`). ``overrides`` replace single fields (``word_len=22``).
     """
-    state, saved_config = split_checkpoint(read_file(checkpoint), str(checkpoint))
-    if config is not None:
-        cfg = resolve_config(config, **overrides)
-    elif saved_config is not None:
-        cfg = resolve_config(saved_config, **overrides)
-    else:
-        cfg = infer_config(state, **overrides)
-        log.info("inferred CRIS config from %s: %s", checkpoint, cfg)
+    source = str(checkpoint)
+    state, saved_config = split_checkpoint(read_file(checkpoint), source)
+    try:
+        if config is not None:
+            origin = "the config given"
+            cfg = resolve_config(config, **overrides)
+        elif saved_config is not None:
+            origin = "the config saved in it"
+            cfg = resolve_config(saved_config, **overrides)
+        else:
+            origin = "the config inferred from its weights"
+            cfg = infer_config(state, **overrides)
+            log.info("inferred CRIS config from %s: %s", checkpoint, cfg)
+    except CheckpointError as err:
+        raise CheckpointError(f"cannot load {source}: {err}") from None
+    except ValueError as err:
+        given = f" with overrides {overrides}" if overrides else ""
+        raise CheckpointError(f"cannot load {source}: {origin}{given} is invalid: {err}") from None
+    # The architecture is checked against the weights on a model without storage before one is
+    # allocated: a config (or inferred shapes) describing a huge model fails here, cheaply.
+    try:
+        with torch.device("meta"):
+            skeleton = CRIS(cfg)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"cannot load {source}: cannot build the model {origin} describes: "
+                              f"{_first_line(err)}") from None
+    check_state(skeleton.state_dict(), state, source)
+    del skeleton
     model = CRIS(cfg)
-    load_state(model, state, str(checkpoint))
+    load_state(model, state, source)
     return model.float().eval()

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Union
 
 import yaml
+
+from ..constants import CLIP_CONTEXT
 
 #: Official YAML fields that describe the model (the rest of an official YAML is ignored).
 MODEL_FIELDS = (
@@ -55,15 +59,18 @@ class CRISConfig:
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "fpn_in", tuple(int(c) for c in self.fpn_in))
-        object.__setattr__(self, "fpn_out", tuple(int(c) for c in self.fpn_out))
-        problems = []
+        problems: list[str] = []
+        self._check_types(problems)
+        if problems:  # the range checks below need the right types
+            raise ValueError("invalid CRIS config: " + "; ".join(problems))
         if len(self.fpn_in) != 3 or len(self.fpn_out) != 3:
             problems.append("fpn_in and fpn_out must have 3 entries (C3, C4, C5)")
         if self.input_size <= 0 or self.input_size % 32:
             problems.append(f"input_size must be a positive multiple of 32, got {self.input_size}")
-        if self.word_len < 2:
-            problems.append(f"word_len must be >= 2 (SOT + EOT), got {self.word_len}")
+        context = _clip_context(self.clip_model)
+        if not 2 <= self.word_len <= context:
+            problems.append(f"word_len must be in [2, {context}] (SOT + EOT, at most CLIP's text "
+                            f"context), got {self.word_len}")
         sizes = {"vis_dim": self.vis_dim, "word_dim": self.word_dim, "num_layers": self.num_layers,
                  "num_head": self.num_head, "dim_ffn": self.dim_ffn}
         not_positive = [f"{name} ({value})" for name, value in sizes.items() if value < 1]
@@ -71,6 +78,8 @@ class CRISConfig:
                          (("fpn_in", self.fpn_in), ("fpn_out", self.fpn_out)) if any(c < 1 for c in value)]
         if not_positive:
             problems.append("sizes must be positive: " + ", ".join(not_positive))
+        if self.num_layers > MAX_LAYERS:
+            problems.append(f"num_layers must be at most {MAX_LAYERS}, got {self.num_layers}")
         if self.num_head >= 1 and (self.vis_dim % 4 or self.vis_dim % self.num_head):
             problems.append(f"vis_dim ({self.vis_dim}) must be divisible by 4 and num_head ({self.num_head})")
         if len(self.fpn_out) == 3 and self.fpn_out[1] != self.vis_dim:
@@ -81,6 +90,30 @@ class CRISConfig:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if problems:
             raise ValueError("invalid CRIS config: " + "; ".join(problems))
+
+    def _check_types(self, problems: list[str]) -> None:
+        """Append a problem for every field of the wrong type; normalise the right ones (numpy
+        integers -> int, lists -> tuples)."""
+        for name in ("word_len", "input_size", "vis_dim", "word_dim", "num_layers", "num_head", "dim_ffn"):
+            value = getattr(self, name)
+            if _is_integer(value):
+                object.__setattr__(self, name, int(value))
+            else:
+                problems.append(f"{name} must be an integer, got {_show(value)}")
+        for name in ("fpn_in", "fpn_out"):
+            value = getattr(self, name)
+            if _is_sequence(value) and all(_is_integer(c) for c in value):
+                object.__setattr__(self, name, tuple(int(c) for c in value))
+            else:
+                problems.append(f"{name} must be a list of integers, got {_show(value)}")
+        if isinstance(self.dropout, numbers.Real) and not isinstance(self.dropout, bool) \
+                and math.isfinite(self.dropout):
+            object.__setattr__(self, "dropout", float(self.dropout))
+        else:
+            problems.append(f"dropout must be a number, got {_show(self.dropout)}")
+        if not isinstance(self.extra, Mapping):
+            problems.append(f"extra must be a mapping, got {_show(self.extra)}")
+        problems.extend(_clip_model_problems(self.clip_model))
 
     @property
     def feature_size(self) -> int:
@@ -108,15 +141,17 @@ class CRISConfig:
         data = dict(data)
         if "TRAIN" in data:  # official CRIS.pytorch YAML
             return cls._from_official(data)
-        unknown = sorted(set(data) - set(MODEL_FIELDS) - set(OTHER_SECTIONS))
+        unknown = sorted(repr(k) for k in set(data) - set(MODEL_FIELDS) - set(OTHER_SECTIONS))
         if unknown:
-            raise ValueError(f"unknown CRIS config key(s) {unknown}; model fields are {list(MODEL_FIELDS)}")
+            raise ValueError(f"unknown CRIS config key(s) [{', '.join(unknown)}]; model fields are {list(MODEL_FIELDS)}")
         extra = {k: data.pop(k) for k in OTHER_SECTIONS if k in data}
         return cls(**data, extra=extra)
 
     @classmethod
     def _from_official(cls, data: Mapping[str, Any]) -> "CRISConfig":
         train = data["TRAIN"]
+        if not isinstance(train, Mapping):
+            raise ValueError(f"official config: TRAIN must be a mapping, got {_show(train)}")
         fields = {k: train[k] for k in MODEL_FIELDS if k in train}
         archive = Path(str(train.get("clip_pretrain", ""))).name
         if archive not in _OFFICIAL_CLIP_ARCHIVES:
@@ -131,6 +166,73 @@ class CRISConfig:
 ConfigLike = Union[str, Path, Mapping[str, Any], CRISConfig]
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_sequence(value: Any) -> bool:
+    """A list, tuple or array (anything sized and iterable but a str, bytes or mapping)."""
+    if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
+        return False
+    try:
+        len(value)  # a 0-d array has __len__ but no length
+    except TypeError:
+        return False
+    return True
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}{'...' if len(text) > 60 else ''} ({type(value).__name__})"
+
+
+#: The most layers a stack (decoder, text transformer, ResNet stage) may have: far above any
+#: CLIP or CRIS model (RN50x64: 36 blocks in a stage), low enough that a hostile config cannot
+#: make building the model take hours.
+MAX_LAYERS = 256
+#: open_clip model-config entries CRIS reads, each a positive integer (``layers`` of the
+#: vision tower: 4 of them, the ModifiedResNet stage depths).
+_CLIP_INTEGERS = {"vision_cfg": ("image_size", "width"),
+                  "text_cfg": ("context_length", "vocab_size", "width", "heads", "layers")}
+
+
+def _clip_model_problems(clip_model: Any) -> list[str]:
+    """What is wrong with ``clip_model`` (a name or an open_clip model-config dict) as data;
+    whether open_clip knows the name is checked when the model is built."""
+    if isinstance(clip_model, str):
+        return [] if clip_model.strip() else ["clip_model must not be empty"]
+    if not isinstance(clip_model, Mapping):
+        return [f"clip_model must be an open_clip model name or config dict, got {_show(clip_model)}"]
+    problems = []
+    if "embed_dim" not in clip_model or not _is_integer(clip_model["embed_dim"]) or clip_model["embed_dim"] < 1:
+        problems.append(f"clip_model.embed_dim must be a positive integer, got {_show(clip_model.get('embed_dim'))}")
+    for tower, names in _CLIP_INTEGERS.items():
+        cfg = clip_model.get(tower)
+        if not isinstance(cfg, Mapping):
+            problems.append(f"clip_model.{tower} must be a mapping, got {_show(cfg)}")
+            continue
+        for name in names:
+            if name in cfg and not (_is_integer(cfg[name]) and cfg[name] >= 1):
+                problems.append(f"clip_model.{tower}.{name} must be a positive integer, got {_show(cfg[name])}")
+            elif name == "layers" and name in cfg and cfg[name] > MAX_LAYERS:
+                problems.append(f"clip_model.{tower}.layers must be at most {MAX_LAYERS}, got {cfg[name]}")
+    layers = clip_model["vision_cfg"].get("layers") if isinstance(clip_model.get("vision_cfg"), Mapping) else None
+    if isinstance(clip_model.get("vision_cfg"), Mapping) and not (
+            isinstance(layers, (list, tuple)) and len(layers) == 4
+            and all(_is_integer(n) and 1 <= n <= MAX_LAYERS for n in layers)):
+        problems.append(f"clip_model.vision_cfg.layers must be 4 integers in [1, {MAX_LAYERS}] (a ModifiedResNet), "
+                        f"got {_show(layers)}")
+    return problems
+
+
+def _clip_context(clip_model: Any) -> int:
+    """The text context of ``clip_model``: its config dict's ``context_length``, else CLIP's 77."""
+    if isinstance(clip_model, Mapping):
+        length = clip_model.get("text_cfg", {}).get("context_length", CLIP_CONTEXT)
+        return min(int(length), CLIP_CONTEXT)
+    return CLIP_CONTEXT
+
+
 def available_configs() -> list[str]:
     """Names of the configs shipped in ``configs/`` (``cris_r50_refcoco``, ``cris_tiny`` ...)."""
     root = resources.files("cris_edge.configs")
@@ -143,9 +245,12 @@ def load_config_file(path: Union[str, Path]) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-    except yaml.YAMLError as err:
-        raise ValueError(f"cannot parse config file {path}: {err}") from err
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))  # YAML is a superset of JSON
+    except UnicodeDecodeError as err:
+        raise ValueError(f"cannot parse config file {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except (yaml.YAMLError, RecursionError) as err:
+        detail = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise ValueError(f"cannot parse config file {path}: {detail}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping, got {type(data).__name__}")
     return data

@@ -11,26 +11,27 @@ name.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-import re
 from typing import Iterator, Optional
 
 from cris_edge import bundle as bundle_format
-from cris_edge.bundle import CONFIG_FILE, BundleError
+from cris_edge.bundle import CONFIG_FILE
 from cris_edge.paths import check_writable
 
 #: The temporary name `cris_edge.bundle.write` gives config.json while writing it (mkstemp).
 _CONFIG_TEMPORARY = re.compile(re.escape(f".{CONFIG_FILE}.") + r"[a-z0-9_]{8}\.tmp")
 
 
-def check_output(output: Path, option: str = "--output") -> None:
+def check_output(output: Path, option: str = "output") -> None:
     """Refuse an output path that a new bundle may not replace, before any work is done: only an
     empty directory, a missing path (its parent writable), or a directory that is ours may be
-    replaced (see `is_replaceable`). Anything else (a file, a link, a directory of the user's
+    replaced (see `not_replaceable_reason`). Anything else (a file, a link, a directory of the user's
     data, even one holding a file named ``config.json``) is refused with the reason: replacing it
     would destroy the user's data. OutputError/FileExistsError name the path."""
     output = Path(output)
@@ -48,19 +49,28 @@ def not_replaceable_reason(directory: Path) -> Optional[str]:
     """None when the non-empty ``directory`` is a cris-edge bundle that an export may replace;
     else why not.
 
-    Ours means: ``config.json`` parses as a cris-edge bundle config of this format version
-    (`cris_edge.bundle.read` without verifying the files), and every entry of the directory is
-    ``config.json``, a file the config lists, or a temporary of `cris_edge.bundle.write`. The
-    listed files themselves are not verified: a damaged bundle (a truncated or corrupt graph, a
-    missing engine) is still ours, and re-exporting it is the repair its error message advises.
-    A directory with anything else in it (a user's file, a subdirectory) is refused even when its
-    config is valid, since replacing it would delete that file."""
+    Ours means: ``config.json`` is a JSON object that says ``"format": "cris_edge.bundle"`` and
+    lists its files under ``files``, and every entry of the directory is ``config.json``, a file
+    the config lists, or a temporary of `cris_edge.bundle.write`. Neither the listed files nor
+    the rest of the config are verified: a damaged bundle (a truncated or corrupt graph, a
+    missing engine, a field out of range) and a bundle of another format version (an older
+    cris-export's, a cached one) are still ours, and re-exporting them is the repair their
+    errors advise. A directory with anything else in it (a user's file, a subdirectory, a link)
+    is refused even when its config is a bundle's, since replacing it would delete that."""
+    path = directory / CONFIG_FILE
+    if not path.is_file() or path.is_symlink():
+        return f"no {CONFIG_FILE}"
     try:
-        record = bundle_format.read(directory, verify=False)
-    except BundleError as err:
-        return str(err).split("\n")[0]
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"cannot read {CONFIG_FILE}: {err}"
+    if not isinstance(data, dict) or data.get("format") != bundle_format.FORMAT:
+        return f"its {CONFIG_FILE} is not a cris-edge bundle config"
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return f"its {CONFIG_FILE} lists no files"
     foreign = sorted(p.name for p in directory.iterdir()
-                     if p.name != CONFIG_FILE and not (p.name in record.files and p.is_file() and not p.is_symlink())
+                     if p.name != CONFIG_FILE and not (p.name in files and p.is_file() and not p.is_symlink())
                      and not _CONFIG_TEMPORARY.fullmatch(p.name))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")

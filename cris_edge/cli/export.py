@@ -79,7 +79,7 @@ def _check_options(args) -> None:
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
     from cris_edge.export.staging import check_output
 
-    check_output(_output(args))
+    check_output(_output(args), "--output")
 
 
 def _output(args) -> Path:

@@ -113,13 +113,27 @@ def check_not_input(output: Union[str, Path], inputs: Iterable[Union[str, Path, 
             raise OutputError(f"{option} {output} is the input {source}: choose another {option}")
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
+        return False
+    return True
+
+
 def temporary_beside(path: Union[str, Path]) -> Path:
     """Create (empty) and return a hidden temporary file beside ``path``, with its suffix (so a
     writer that goes by the extension, like OpenCV's, picks the same format):
-    ``.STEM.XXXXXXXX.partial.SUFFIX`` (see `remove_stale_temporaries`)."""
+    ``.STEM.PID.XXXXXXXX.partial.SUFFIX``, PID this process's (see `remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.",
+                               suffix=f".partial{path.suffix}")
     os.close(fd)
     return Path(tmp)
 
@@ -133,14 +147,16 @@ def commit_temporary(tmp: Union[str, Path], path: Union[str, Path]) -> Path:
 
 
 def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
-    """Delete the temporaries of ``path`` that a killed writer left (`temporary_beside`'s exact
-    names for this ``path``, nothing else); returns them."""
+    """Delete the temporaries of ``path`` that a killed writer left: `temporary_beside`'s exact
+    names for this ``path`` whose process is gone (a writer still running keeps its own), nothing
+    else; returns them."""
     path = Path(path)
-    pattern = re.compile(re.escape(f".{path.stem}.") + r"[a-z0-9_]{8}" + re.escape(f".partial{path.suffix}"))
-    removed = []
+    pattern = re.compile(re.escape(f".{path.stem}.") + r"(\d+)\.[a-z0-9_]{8}" + re.escape(f".partial{path.suffix}"))
+    removed: list[Path] = []
     if path.parent.is_dir():
         for entry in sorted(path.parent.iterdir()):
-            if pattern.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink():
+            match = pattern.fullmatch(entry.name)
+            if match and not process_alive(int(match[1])) and entry.is_file() and not entry.is_symlink():
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed

@@ -1,7 +1,8 @@
 """Writing a bundle atomically: build it in a hidden directory beside the output, then rename.
 
-Only an empty directory or a cris-edge bundle is ever replaced (`check_output`). A failed or
-interrupted export leaves no half bundle: the staging directory is removed and an
+Only an empty directory or a cris-edge bundle is ever replaced (`check_output`). What killed
+exports left beside the output is cleaned up by the next export to it (`recover_interrupted`).
+A failed or interrupted export leaves no half bundle: the staging directory is removed and an
 existing bundle at the output path is untouched. An existing bundle is replaced only once the
 new one is complete: it is renamed aside (``.NAME.old-XXXX``), the new one renamed into place,
 then the old one deleted. Only the instant between those two renames leaves no bundle at the
@@ -22,7 +23,7 @@ from typing import Iterator, Optional
 
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import CONFIG_FILE
-from cris_edge.paths import check_writable
+from cris_edge.paths import check_writable, process_alive
 
 #: The temporary name `cris_edge.bundle.write` gives config.json while writing it (mkstemp).
 _CONFIG_TEMPORARY = re.compile(re.escape(f".{CONFIG_FILE}.") + r"[a-z0-9_]{8}\.tmp")
@@ -84,9 +85,10 @@ def staged_directory(output: Path) -> Iterator[Path]:
     it becomes ``output`` (replacing an existing bundle there); if the block raises, it is
     deleted and ``output`` is left as it was."""
     output = Path(output)
+    recover_interrupted(output)
     check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f".{output.name}.{os.getpid()}.", suffix=".partial", dir=output.parent))
     try:
         yield stage
         _replace(stage, output)
@@ -95,12 +97,44 @@ def staged_directory(output: Path) -> Iterator[Path]:
         raise
 
 
+def _leftovers(output: Path) -> tuple[list[Path], list[Path]]:
+    """``(staging directories, set-aside old bundles)`` that killed exports to ``output`` left
+    beside it: exactly the names `staged_directory` and `_replace` make (the exporting process's
+    id, then mkdtemp's 8 characters), of processes that are gone."""
+    stage = re.compile(re.escape(f".{output.name}.") + r"(\d+)\.[a-z0-9_]{8}" + re.escape(".partial"))
+    old = re.compile(re.escape(f".{output.name}.old-") + r"(\d+)-[a-z0-9_]{8}")
+    found: tuple[list[Path], list[Path]] = ([], [])
+    if output.parent.is_dir():
+        for path in sorted(output.parent.iterdir()):
+            if path.is_dir() and not path.is_symlink():
+                for kind, pattern in enumerate((stage, old)):
+                    match = pattern.fullmatch(path.name)
+                    if match and not process_alive(int(match[1])):  # an export still running keeps its own
+                        found[kind].append(path)
+    return found
+
+
+def recover_interrupted(output: Path) -> list[Path]:
+    """Clean up after exports to ``output`` that were killed (kill -9, power loss), before a new
+    one starts: delete their staging directories (those of exports still running are left); a bundle
+    set aside by `_replace` is renamed back to ``output`` when the kill came between its two
+    renames (no bundle at ``output``: it is then the only copy, and is replaced like any bundle),
+    and deleted when the swap was done (only its deletion was cut short). Returns what was deleted."""
+    output = Path(output)
+    stages, olds = _leftovers(output)
+    if olds and not output.exists() and not output.is_symlink():
+        os.rename(olds.pop(), output)
+    for path in stages + olds:
+        shutil.rmtree(path, ignore_errors=True)
+    return stages + olds
+
+
 def _replace(new: Path, output: Path) -> None:
     os.chmod(new, 0o755)  # mkdtemp makes it 0700
     if not output.exists():
         os.rename(new, output)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-{os.getpid()}-", dir=output.parent))
     os.rmdir(old)
     os.rename(output, old)
     try:

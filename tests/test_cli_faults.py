@@ -27,6 +27,7 @@ from bundle_samples import make_bundle
 CLIS = {"cris-train": cris_train, "cris-eval": cris_eval, "cris-export": cris_export, "cris-demo": cris_demo,
         "cris-prepare": cris_prepare}
 ROOT = os.geteuid() == 0
+DEAD = 99_999_999  # above any pid_max: the process of a killed writer, long gone
 
 
 def one_line(capsys, prog: str) -> str:
@@ -147,17 +148,19 @@ def test_demo_refuses_an_output_that_is_the_model(tmp_path, capsys, checkpoint):
 def test_demo_output_appears_whole_at_the_end_and_stale_temporaries_go(tmp_path, capsys, checkpoint):
     video, out = tmp_path / "v.mp4", tmp_path / "out.mp4"
     _video(video)
-    stale = tmp_path / ".out.abcd_123.partial.mp4"  # what a killed run leaves (temporary_beside)
+    stale = tmp_path / f".out.{DEAD}.abcd_123.partial.mp4"  # what a killed run leaves (temporary_beside)
     stale.write_bytes(b"half")
     keep = tmp_path / ".out.notours.mp4"
     keep.write_bytes(b"someone else's")
+    running = tmp_path / f".out.{os.getppid()}.abcd_123.partial.mp4"  # a demo still writing it
+    running.write_bytes(b"being written")
     assert cris_demo(["--source", str(video), "--text", "a", "--no-display", "--engine", str(checkpoint),
                       "--output", str(out), "--max-frames", "3"]) == 0
     import cv2
     capture = cv2.VideoCapture(str(out))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     capture.release()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".out.notours.mp4", "out.mp4", "v.mp4"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".out.notours.mp4", running.name, "out.mp4", "v.mp4"])
 
 
 def test_atomic_output_leaves_nothing_when_the_writer_fails(tmp_path):
@@ -451,3 +454,26 @@ def test_a_resume_repairs_best_and_removes_what_a_killed_run_left(tmp_path):
     train(run, tmp_path, device="cpu", resume=tmp_path / "last.pth")  # nothing left to train
     assert read_file(tmp_path / "best.pth")["epoch"] == 1
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_an_export_cleans_up_after_killed_ones(tmp_path):
+    """What a kill -9 leaves at each instant of `staged_directory` (its staging directory; the old
+    bundle set aside, before or after the new one took its place), then the next export."""
+    from cris_edge.export.staging import recover_interrupted
+
+    out = tmp_path / "b"
+    killed_stage = fake_bundle(tmp_path / f".b.{DEAD}.k1ll3d_1.partial", "half")
+    running = fake_bundle(tmp_path / f".b.{os.getppid()}.runn1ng_.partial", "being written")
+    fake_bundle(tmp_path / f".b.old-{DEAD}-k1ll3d_2", "old")  # killed between the two renames
+    mine = tmp_path / ".b.old-notours"
+    mine.mkdir()
+    assert recover_interrupted(out) == [killed_stage]
+    assert (out / "head.onnx").read_text() == "old"  # the only copy, back in place
+    kept = sorted([".b.old-notours", running.name, "b"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept
+    fake_bundle(tmp_path / f".b.old-{DEAD}-k1ll3d_3", "older")  # killed while deleting the replaced bundle
+    with staged_directory(out) as stage:
+        assert stage.name.startswith(f".b.{os.getpid()}.") and stage.name.endswith(".partial")
+        fake_bundle(stage, "new")
+    assert (out / "head.onnx").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == kept

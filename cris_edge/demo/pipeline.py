@@ -122,7 +122,7 @@ class Demo:
             if self._partial is not None:
                 self._partial.unlink(missing_ok=True)
             raise
-        if self._partial is not None:
+        if self._partial is not None and self.output is not None:
             if self._writer is not None:
                 commit_temporary(self._partial, self.output)
             else:  # not a frame came: no video

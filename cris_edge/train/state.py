@@ -94,7 +94,7 @@ def remove_stale_temporaries(output_dir: Path) -> list[Path]:
     """Delete the temporaries a killed run left in ``output_dir`` (only files matching
     `STALE_TEMPORARY` exactly: nothing else of the directory is touched); returns them. Call it
     before this run writes anything there (one run per directory at a time)."""
-    removed = []
+    removed: list[Path] = []
     if not Path(output_dir).is_dir():
         return removed
     for path in sorted(Path(output_dir).iterdir()):

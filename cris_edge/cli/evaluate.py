@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
-from ..paths import atomic_output, check_not_input, check_writable
+from ..paths import atomic_output, check_not_input, check_writable, remove_stale_temporaries
 from .common import UsageError, run_command
 from .extras import missing_extra
 
@@ -94,6 +94,7 @@ def _main(args) -> int:
         print(f"{key:<9} {summary[key]:.4f}")
     print(f"{'samples':<9} {summary['samples']}")
     if args.json:
+        remove_stale_temporaries(args.json)  # of evaluations killed while writing it
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return 0

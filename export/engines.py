@@ -16,7 +16,7 @@ from cris_edge.runtime.backends.cuda import find_gpu
 
 from .plugin import LIBRARY, PLUGIN_ENV, find_library
 from .progress import Stages
-from .staging import staged_directory
+from .staging import check_output, staged_directory
 from .tensorrt_build import EngineBuildError, Profile, build_engine, engine_unavailable_reason, trtexec_command
 
 DEFAULT_WORKSPACE_MIB = 1024
@@ -67,6 +67,7 @@ def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: 
     if workspace_mib < 1:
         raise ValueError(f"workspace must be >= 1 MiB, got {workspace_mib}")
     record = bundle_format.read(bundle)
+    check_output(bundle, "bundle")  # swapped whole at the end: anything in it the bundle does not list would go
     reason = engine_unavailable_reason()
     if reason is not None:
         raise EngineBuildError(f"cannot build TensorRT engines here: {reason}")

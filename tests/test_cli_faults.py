@@ -477,3 +477,10 @@ def test_an_export_cleans_up_after_killed_ones(tmp_path):
         fake_bundle(stage, "new")
     assert (out / "head.onnx").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == kept
+
+
+def test_engine_only_never_drops_a_file_the_bundle_does_not_list(tmp_path, capsys):
+    bundle = fake_bundle(tmp_path / "b")
+    (bundle / "notes.txt").write_text("mine")
+    assert cris_export(["--engine-only", str(bundle), "--quiet"]) == 2
+    assert "notes.txt" in one_line(capsys, "cris-export") and (bundle / "notes.txt").read_text() == "mine"

@@ -1,13 +1,17 @@
-"""Where cris-edge keeps and finds things on this machine (its cache directory, the native
-libraries built for it), and how it writes a file that must never be seen half-written.
+"""Where cris-edge keeps and finds things on this machine: its cache directory, the native
+libraries (fused kernels, TensorRT plugin) built for it, and the checks every command makes on
+the outputs it is told to write (writable, not one of its inputs, written whole or not at all).
 Imports nothing but the standard library."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 #: The TensorRT plugin library (``cpp/plugin``) and the variable that points at the device's build.
 TRT_PLUGIN_LIBRARY = "libcris_edge_trt_plugin.so"
@@ -53,17 +57,130 @@ def find_library(name: str, env: str, places: Iterable[Path] = (), explicit: Opt
     raise LibraryNotFoundError(f"{name} not found (looked at {looked}){': ' + how if how else ''}")
 
 
-def write_atomically(path: Union[str, os.PathLike], data: Union[bytes, str], mode: int = 0o644) -> Path:
-    """Write ``data`` (str as UTF-8) to ``path`` through a temporary file in the same directory,
-    renamed into place: readers see the old file or the new one, never part of one, and an
-    interrupted write leaves the old file and no temporary. Returns the path."""
+class OutputError(ValueError):
+    """An output that cannot be written where asked, or that would destroy an input (bad input:
+    the message names the option, the path and the reason)."""
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def check_writable(path: Union[str, Path], option: str = "output", kind: str = "file") -> Path:
+    """Make sure ``path`` can be written, before any work is done: create the directory it goes
+    in and a temporary file there (removed at once). ``kind``: ``"file"`` (refused when ``path``
+    is a directory), ``"directory"`` (files are written into ``path``, created if missing;
+    refused when it is a file) or ``"entry"`` (``path`` is renamed into place from beside it:
+    only its parent is probed). Returns ``path``; OutputError names ``option``, the path and the
+    OS reason ("Permission denied", "Not a directory")."""
+    if kind not in ("file", "directory", "entry"):
+        raise ValueError(f"kind must be file, directory or entry, got {kind!r}")
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: {os.strerror(errno.ENOTDIR)}")
+    if kind == "file" and path.is_dir():
+        raise OutputError(f"{option} {path}: {os.strerror(errno.EISDIR)}")
+    where = path if kind == "directory" else path.parent
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        for parent in (where, *where.parents):  # mkdir says "File exists" for a file on the way
+            if parent.exists():
+                if not parent.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+                break
+        where.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".cris-edge-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"{option} {path}: cannot write in {where}: {_reason(err)}") from None
     return path
+
+
+def same_file(a: Union[str, Path], b: Union[str, Path]) -> bool:
+    """Whether ``a`` and ``b`` name the same existing file (through symbolic links, relative
+    paths and hard links: the same device and inode)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_input(output: Union[str, Path], inputs: Iterable[Union[str, Path, None]], option: str = "output") -> None:
+    """Refuse an ``output`` that is one of ``inputs`` (see `same_file`): writing it would destroy
+    the input while it is read. None inputs are skipped."""
+    for source in inputs:
+        if source is not None and same_file(output, source):
+            raise OutputError(f"{option} {output} is the input {source}: choose another {option}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (this process counts as running)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process
+        return True
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
+        return False
+    return True
+
+
+def temporary_beside(path: Union[str, Path]) -> Path:
+    """Create (empty) and return a hidden temporary file beside ``path``, with its suffix (so a
+    writer that goes by the extension, like OpenCV's, picks the same format):
+    ``.STEM.PID.XXXXXXXX.partial.SUFFIX``, PID this process's (see `remove_stale_temporaries`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.",
+                               suffix=f".partial{path.suffix}")
+    os.close(fd)
+    return Path(tmp)
+
+
+def commit_temporary(tmp: Union[str, Path], path: Union[str, Path]) -> Path:
+    """Rename the finished temporary ``tmp`` (`temporary_beside`) over ``path``, readable by all
+    (mkstemp makes it 0600)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
+    """Delete the temporaries of ``path`` that a killed writer left: `temporary_beside`'s exact
+    names for this ``path`` whose process is gone (a writer still running keeps its own), nothing
+    else; returns them."""
+    path = Path(path)
+    pattern = re.compile(re.escape(f".{path.stem}.") + r"(\d+)\.[a-z0-9_]{8}" + re.escape(f".partial{path.suffix}"))
+    removed: list[Path] = []
+    if path.parent.is_dir():
+        for entry in sorted(path.parent.iterdir()):
+            match = pattern.fullmatch(entry.name)
+            if match and not process_alive(int(match[1])) and entry.is_file() and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+@contextmanager
+def atomic_output(path: Union[str, Path]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (`temporary_beside`) for the caller to write; when
+    the block completes it is renamed over ``path``, when it raises it is deleted: an
+    interrupted writer leaves no half file at ``path`` (a kill -9 can leave the hidden
+    temporary, never a half ``path``)."""
+    tmp = temporary_beside(path)
+    try:
+        yield tmp
+        commit_temporary(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: Union[str, os.PathLike], data: Union[bytes, str]) -> Path:
+    """Write ``data`` (str as UTF-8) to ``path`` whole or not at all (`atomic_output`): readers
+    see the old file or the new one, never part of one. Returns the path."""
+    if not isinstance(data, (bytes, str)):
+        raise TypeError(f"data must be bytes or str, got {type(data).__name__}")
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

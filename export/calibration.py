@@ -67,6 +67,14 @@ class CalibrationSpec:
             f"{self.dataset}/{self.split}@{Path(self.data_root).resolve()}"
         return f"{source}:{self.size}@seed{self.seed}"
 
+    def check(self) -> None:
+        """Open the set and read every pair it will give, before any export work: a missing or
+        short dataset, or an entry that cannot be read (a corrupt image, an LMDB entry that is
+        not plain data) fails now, in seconds, naming it (ValueError or DatasetError)."""
+        if self.dataset != SYNTHETIC:
+            for _ in _records(self):
+                pass
+
     def scan(self, size: int) -> "CalibrationSpec":
         """The first ``size`` pairs of this set (the FP16 overflow scan's)."""
         return CalibrationSpec(self.dataset, min(self.size, size), self.seed, self.split, self.data_root)

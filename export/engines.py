@@ -16,7 +16,7 @@ from cris_edge.runtime.backends.cuda import find_gpu
 
 from .plugin import LIBRARY, PLUGIN_ENV, find_library
 from .progress import Stages
-from .staging import staged_directory
+from .staging import check_output, staged_directory
 from .tensorrt_build import EngineBuildError, Profile, build_engine, engine_unavailable_reason, trtexec_command
 
 DEFAULT_WORKSPACE_MIB = 1024
@@ -62,7 +62,12 @@ def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: 
     Returns the new `Bundle`. ``max_batch`` None keeps the bundle's; ``plugin_library`` is used
     when the bundle has plugin nodes (default: `cris_edge.export.plugin.find_library`)."""
     bundle = Path(bundle)
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max batch must be >= 1, got {max_batch}")
+    if workspace_mib < 1:
+        raise ValueError(f"workspace must be >= 1 MiB, got {workspace_mib}")
     record = bundle_format.read(bundle)
+    check_output(bundle, "bundle")  # swapped whole at the end: anything in it the bundle does not list would go
     reason = engine_unavailable_reason()
     if reason is not None:
         raise EngineBuildError(f"cannot build TensorRT engines here: {reason}")
@@ -78,7 +83,8 @@ def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: 
                     if path.is_file() and path.suffix != ".engine" and path.name != CONFIG_FILE:
                         _link_or_copy(path, stage / path.name)
             with stages.step("building TensorRT engines"):
-                record = build_all(stage, record, max_batch or record.max_batch, workspace_mib, cache_dir, plugins)
+                batch = record.max_batch if max_batch is None else max_batch
+                record = build_all(stage, record, batch, workspace_mib, cache_dir, plugins)
             record = bundle_format.write(stage, record)
     finally:
         stages.close()

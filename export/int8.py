@@ -20,6 +20,7 @@ re-export of the same checkpoint with the same data skips calibration.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional
@@ -28,6 +29,8 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
+
+from cris_edge.paths import atomic_output
 
 from .quiet import ROOT, quiet_loggers
 
@@ -74,7 +77,9 @@ def quantize_int8(model: onnx.ModelProto, feeds: Optional[Iterable[Mapping[str, 
     """``model`` (FP32) with Q/DQ pairs at ``placement``'s positions.
 
     Ranges are read from ``cache_file`` when it exists, else calibrated on ``feeds`` (input
-    dicts, float32) and written there. ``feeds`` may be None only when the cache exists.
+    dicts, float32) and written there, whole or not at all (to a temporary, renamed into place
+    once calibration is done: a killed export never leaves a truncated cache that the next one
+    would take for ranges). ``feeds`` may be None only when the cache exists.
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"unknown INT8 placement {placement!r}; choose one of {sorted(PLACEMENTS)}")
@@ -82,16 +87,21 @@ def quantize_int8(model: onnx.ModelProto, feeds: Optional[Iterable[Mapping[str, 
         raise ValueError(f"no calibration data and no calibration cache at {cache_file}")
     options = PLACEMENTS[placement]
     cache_file.parent.mkdir(parents=True, exist_ok=True)
+    cache_hit = cache_file.is_file()
     with tempfile.TemporaryDirectory(prefix="cris_int8_") as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        ranges = cache_file if cache_hit else Path(tmp) / "calibration.json"
         onnx.save(model, source)
         with quiet_loggers(ROOT):  # ONNX Runtime's advice on pre-processing, a WARNING on the root logger
             quantize_static(
                 str(source), str(target), _Feeds(feeds) if feeds is not None else None,
                 quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CALIBRATION_METHOD, calibration_cache_path=cache_file,
+                calibrate_method=CALIBRATION_METHOD, calibration_cache_path=ranges,
                 op_types_to_quantize=options["op_types_to_quantize"], per_channel=options["per_channel"],
                 extra_options=dict(options["extra_options"]))
         quantized = onnx.load(str(target))
+        if not cache_hit and ranges.is_file():
+            with atomic_output(cache_file) as partial:
+                shutil.copyfile(ranges, partial)
     quantized.graph.name = model.graph.name
     return quantized

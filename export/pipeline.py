@@ -75,6 +75,8 @@ class ExportOptions:
             raise ValueError("the SimUpsample plugin runs in TensorRT only; it cannot go with --int8-placement onnxruntime")
         if self.max_batch < 1:
             raise ValueError(f"max batch must be >= 1, got {self.max_batch}")
+        if self.workspace_mib < 1:
+            raise ValueError(f"workspace must be >= 1 MiB, got {self.workspace_mib}")
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-from cris_edge.paths import write_atomically
+from cris_edge.paths import atomic_output
 from cris_edge.runtime.backends.cuda import find_gpu
 from cris_edge.runtime.backends.trt_check import tensorrt_installed
 
@@ -85,8 +85,8 @@ def build_engine(onnx_path: Path, engine_path: Path, profiles: Mapping[str, Prof
     if serialized is None:
         raise EngineBuildError(f"TensorRT {trt.__version__} failed to build {onnx_path.name} (see its log above)")
     engine_path.write_bytes(memoryview(serialized))
-    timing_cache.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    with atomic_output(timing_cache) as partial:  # whole or not at all: a later build reads it
+        partial.write_bytes(memoryview(config.get_timing_cache().serialize()))
     return {"file": engine_path.name, "tensorrt": trt.__version__, "gpu": gpu.name,
             "compute_capability": gpu.compute_capability, "bytes": engine_path.stat().st_size}
 

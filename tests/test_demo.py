@@ -246,14 +246,16 @@ def test_no_display_run_writes_the_overlay_where_the_segmenter_says(bundle, vide
     assert np.abs(expected - source[-1])[60:].mean() > 4 * error.mean()  # and it is visible
 
 
-def test_text_is_required_with_a_source_and_bad_options_are_errors(video, capsys):
-    assert cris_demo(["--source", str(video[0]), "--no-display"]) == 1
+def test_text_is_required_with_a_source_and_bad_options_are_errors(video, tmp_path, capsys):
+    # bad input: one line, exit 2 (docs/demo.md)
+    assert cris_demo(["--source", str(video[0]), "--no-display"]) == 2
     assert "--text is required" in capsys.readouterr().err
-    assert cris_demo(["--source", "missing.mp4", "--text", "a", "--no-display"]) == 1
+    assert cris_demo(["--source", "missing.mp4", "--text", "a", "--no-display"]) == 2
     assert "not a file" in capsys.readouterr().err
-    assert cris_demo(["--max-frames", "0", "--no-display"]) == 1
+    assert cris_demo(["--max-frames", "0", "--no-display"]) == 2
     assert "--max-frames must be >= 1" in capsys.readouterr().err
-    assert cris_demo(["--source", str(video[0]), "--text", "a", "--engine", "missing_bundle", "--no-display"]) == 1
+    assert cris_demo(["--source", str(video[0]), "--text", "a", "--engine", "missing_bundle", "--no-display",
+                      "--output", str(tmp_path / "out.mp4")]) == 2
     assert "missing_bundle does not exist" in capsys.readouterr().err
 
 
@@ -275,13 +277,16 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_output(checkpoint, tmp_path):
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, preexec_fn=_default_sigint)
     deadline = time.time() + 120
-    while not out.exists() and time.time() < deadline:  # the writer opens with the first frame
+    # the writer opens with the first frame, under a hidden name until the run ends
+    while not any(p.stat().st_size for p in tmp_path.glob(".out.*.partial.mp4")) and time.time() < deadline:
         time.sleep(0.2)
+    assert not out.exists()
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     assert "interrupted: stopping" in stderr and f"wrote {out}" in stdout
     assert 0 < len(_frames(out)) < 400
+    assert not list(tmp_path.glob(".out.*"))  # renamed into place
 
 
 @pytest.mark.slow

@@ -26,6 +26,8 @@ from cris_edge.export.staging import staged_directory
 from cris_edge.export.tensorrt_build import engine_unavailable_reason
 from cris_edge.tokenizer import VOCAB_FILENAME
 
+from bundle_samples import make_bundle
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
@@ -151,8 +153,16 @@ def test_engine_only_without_tensorrt_or_gpu_says_why(fp32_bundle, capsys):
         pytest.skip("TensorRT and a GPU are present: test_export_tensorrt builds real engines")
     assert cris_export(["--engine-only", str(fp32_bundle[0]), "--quiet"]) == 1
     assert reason in capsys.readouterr().err
-    assert cris_export(["--output", "x"]) == 1
+    assert cris_export(["--output", "x"]) == 2  # usage: one line, exit 2
     assert "--precision is required" in capsys.readouterr().err
+
+
+def _fake_bundle(stage: Path, content: str) -> None:
+    """A valid bundle in ``stage`` whose graphs hold ``content`` (not real graphs: staging does
+    not look inside)."""
+    for name in ("text.onnx", "visual.onnx", "head.onnx", "vocab.txt.gz"):
+        (stage / name).write_text(content)
+    bundle_format.write(stage, make_bundle())
 
 
 def test_staged_directory_is_all_or_nothing(tmp_path):
@@ -163,15 +173,15 @@ def test_staged_directory_is_all_or_nothing(tmp_path):
             raise RuntimeError("export failed")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     with staged_directory(out) as stage:
-        (stage / "config.json").write_text("old")
+        _fake_bundle(stage, "old")
     with pytest.raises(KeyboardInterrupt):
         with staged_directory(out) as stage:
-            (stage / "config.json").write_text("new")
+            _fake_bundle(stage, "new")
             raise KeyboardInterrupt
-    assert (out / "config.json").read_text() == "old"
+    assert (out / "head.onnx").read_text() == "old"
     with staged_directory(out) as stage:
-        (stage / "config.json").write_text("new")
-    assert (out / "config.json").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
+        _fake_bundle(stage, "new")
+    assert (out / "head.onnx").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
 @pytest.mark.slow

@@ -376,6 +376,8 @@ def test_int8_qdq_graphs_calibrate_cache_and_stay_close(model, graphs, placement
                 assert values[node.input[2]].dtype == np.int8 and not values[node.input[2]].any()
         if placement == "tensorrt":
             assert tensorrt_problems(quantized[name]) == []
+    # the caches are renamed into place whole: nothing else is left beside them
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{name}.json" for name in int8.INT8_GRAPHS)
     images, tokens, _ = _scenes(6, s, length)
     ref = _run_chain({n: _session(g) for n, g in graphs.items()}, images, tokens)
     got = _run_chain({n: _session(quantized.get(n, g)) for n, g in graphs.items()}, images, tokens)

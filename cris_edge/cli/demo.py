@@ -6,7 +6,8 @@
     cris-demo --source "rtsp://camera/stream" --text "the dog"
 
 Change the prompts while it runs: type in the window and press Enter (';' between prompts), or,
-without a window, write lines on standard input. Esc or Ctrl-C quits.
+without a window, write lines on standard input. Esc or Ctrl-C quits. The output video appears
+when the run ends (written under a hidden name until then); it may not be the input video.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .common import UsageError, run_command
 
 DEFAULT_OUTPUT = Path("out") / "cris_demo.mp4"
 
@@ -47,63 +50,63 @@ def _stdin():
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    return run_command("cris-demo", _parser(), _main, argv)
+
+
+def _main(args) -> int:
     # Before numpy loads: its OpenBLAS would spread the post-processing's small matrix products
     # over every core, contending with ONNX Runtime's and the demo's threads (on 2 cores: 15-50 ms
     # per frame instead of under 1 ms). No effect when numpy is already loaded.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     logging.basicConfig(level=logging.INFO, format="cris-demo: %(message)s")
-    log = logging.getLogger("cris_edge.demo")
-    try:
-        return _run(args, log)
-    except KeyboardInterrupt:
-        log.info("interrupted")
-        return 130
-    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as err:
-        print(f"cris-demo: error: {err}", file=sys.stderr)
-        return 1
+    return _run(args, logging.getLogger("cris_edge.demo"))
 
 
 def _run(args, log: logging.Logger) -> int:
     from ..demo.defaults import demo_bundle, demo_video
     from ..demo.display import no_display_reason
-    from ..demo.pipeline import Demo
+    from ..demo.pipeline import Demo, check_output
     from ..demo.prompts import Prompts, parse_prompts
     from ..demo.sources import SourceSpec, VideoSource
     from ..runtime.result import STAGES
     from ..runtime.segmenter import Segmenter
 
     if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError("--max-frames must be >= 1")
+        raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
     display = not args.no_display
     reason = no_display_reason()
     if display and reason:
         log.info("%s: running as with --no-display", reason)
         display = False
+    output = args.output or (None if display else DEFAULT_OUTPUT)
     texts = [p for line in (args.text or []) for p in parse_prompts(line)]
-    if args.source is None:
+    if args.source is not None and not texts:
+        raise UsageError("--text is required with --source: say what to segment")
+    spec = SourceSpec.parse(args.source) if args.source is not None else None
+    if output is not None:  # before any work: the model and the video are read while it is written
+        check_output(output, [spec.target if spec and spec.kind == "file" else None, args.engine])
+    if spec is None:
         video, expression = demo_video()
         spec, texts = SourceSpec.parse(str(video)), texts or [expression]
         log.info("source: synthetic scene video %s", video)
-    elif not texts:
-        raise ValueError("--text is required with --source: say what to segment")
-    else:
-        spec = SourceSpec.parse(args.source)
+        if output is not None:
+            check_output(output, [video])
     try:
         engine = args.engine or demo_bundle()
     except FileNotFoundError as err:  # no shipped demo model in this checkout
         raise FileNotFoundError(f"{str(err).split(';')[0]}: pass --engine (a bundle, .engine, .onnx or checkpoint)") \
             from None
     segmenter = Segmenter(engine, args.backend, args.device, args.threshold)  # logs the backend and why
-    output = args.output or (None if display else DEFAULT_OUTPUT)
     log.info("prompts: %s", " ; ".join(texts))
     stats = Demo(segmenter, VideoSource(spec), Prompts(texts), output, display, _stdin(), args.max_frames).run()
     stages = ", ".join(f"{s} {stats.stage_ms.get(s, 0.0):.1f}" for s in STAGES)
     print(f"cris-demo: {stats.frames} frames in {stats.seconds:.2f} s: {stats.fps:.1f} FPS on {segmenter.backend}")
     print(f"cris-demo: mean ms per frame: {stages}" + (f"; {stats.dropped} stale frames dropped" if stats.dropped
                                                         else ""))
-    if output is not None:
-        print(f"cris-demo: wrote {output}")
+    if stats.output is not None:
+        print(f"cris-demo: wrote {stats.output}")
     return 0
 
 

@@ -16,10 +16,12 @@ import json
 import sys
 from pathlib import Path
 
-from ..data.records import DatasetError
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
+from ..paths import atomic_output, check_not_input, check_writable, remove_stale_temporaries
+from .common import UsageError, run_command
 from .extras import missing_extra
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cris-eval", description=__doc__.split("\n\n")[0],
@@ -52,48 +54,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command("cris-eval", build_parser(), _main, argv)
+
+
+def _main(args) -> int:
     if args.engine and args.checkpoint:
-        print("cris-eval: error: give --checkpoint or --engine, not both", file=sys.stderr)
-        return 2
+        raise UsageError("give --checkpoint or --engine, not both")
     if args.limit is not None and args.limit < 1:
-        print("cris-eval: error: --limit must be >= 1", file=sys.stderr)
-        return 2
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.batch_size < 1:
-        print(f"cris-eval: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.json:  # before any work: an unwritable --json fails now, not after the evaluation
+        check_writable(args.json, "--json")
+        check_not_input(args.json, (args.checkpoint, args.config, args.lmdb, args.engine), "--json")
     missing = None if args.engine else missing_extra("torch", "evaluating a PyTorch checkpoint (--engine BUNDLE "
                                                               "evaluates a deployed model without it)")
     if missing:
-        print(f"cris-eval: error: {missing}", file=sys.stderr)
-        return 2
+        raise UsageError(missing)
     from ..data.sources import open_records
     from ..eval.evaluate import evaluate
     from ..eval.metrics import PREC_THRESHOLDS
 
-    try:
-        model, device, predictor, saved = _predictor(args)
-        dataset = args.dataset or saved.get("dataset", "refcoco")
-        records = open_records(
-            dataset, args.split or saved.get("val_split", "val"),
-            data_root=args.data_root or saved.get("data_root", "datasets"), lmdb=args.lmdb,
-            split_by=args.split_by or saved.get("split_by"), seed_offset=args.seed,
-            num_samples=args.num_samples, synthetic=saved.get("synthetic"))
-        count = min(len(records), args.limit or len(records))
-        what = (f"LMDB {args.lmdb}" if args.lmdb else
-                f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic"
-                else f"{dataset} {args.split or saved.get('val_split', 'val')}")
-        print(f"cris-eval: {model} on {what} ({count} referents, {device})", file=sys.stderr)
-        summary = evaluate(predictor, records, range(count)).summary()
-    except (DatasetError, FileNotFoundError, ValueError, RuntimeError, ImportError) as err:
-        print(f"cris-eval: error: {err}", file=sys.stderr)
-        return 2
+    model, device, predictor, saved = _predictor(args)
+    dataset = args.dataset or saved.get("dataset", "refcoco")
+    records = open_records(
+        dataset, args.split or saved.get("val_split", "val"),
+        data_root=args.data_root or saved.get("data_root", "datasets"), lmdb=args.lmdb,
+        split_by=args.split_by or saved.get("split_by"), seed_offset=args.seed,
+        num_samples=args.num_samples, synthetic=saved.get("synthetic"))
+    count = min(len(records), args.limit or len(records))
+    what = (f"LMDB {args.lmdb}" if args.lmdb else
+            f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic"
+            else f"{dataset} {args.split or saved.get('val_split', 'val')}")
+    print(f"cris-eval: {model} on {what} ({count} referents, {device})", file=sys.stderr)
+    summary = evaluate(predictor, records, range(count)).summary()
     for key in ("mIoU", "oIoU", *(f"Prec@{t:.1f}" for t in PREC_THRESHOLDS)):
         print(f"{key:<9} {summary[key]:.4f}")
     print(f"{'samples':<9} {summary['samples']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        remove_stale_temporaries(args.json)  # of evaluations killed while writing it
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

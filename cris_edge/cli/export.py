@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..paths import check_writable
+from .common import UsageError, run_command
 from .extras import missing_extra
 
 
@@ -58,24 +60,42 @@ def _sizes(bundle: Path, config) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    return run_command("cris-export", _parser(), _main, argv)
+
+
+def _check_options(args) -> None:
+    """Every option's value and the output, before any work (a bad one is one line, exit 2)."""
+    for option, value in (("--max-batch", args.max_batch), ("--workspace", args.workspace),
+                          ("--calib-size", args.calib_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} must be >= 1, got {value}")
+    if args.cache_dir is not None:
+        check_writable(args.cache_dir, "--cache-dir", kind="directory")
+    if args.engine_only is not None:
+        return
+    if args.precision is None:
+        raise UsageError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
+    from cris_edge.export.staging import check_output
+
+    check_output(_output(args), "--output")
+
+
+def _output(args) -> Path:
+    stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
+    return args.output or Path("bundles") / f"{stem}_{args.precision}"
+
+
+def _main(args) -> int:
+    _check_options(args)
     if args.engine_only is None:
         missing = missing_extra("export", "exporting a model")
         if missing:
-            print(f"cris-export: error: {missing}", file=sys.stderr)
-            return 2
-    from cris_edge.bundle import BundleError
-    from cris_edge.export.tensorrt_build import EngineBuildError
-
-    try:
-        if args.engine_only is not None:
-            return _engine_only(args)
-        if args.precision is None:
-            raise ValueError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
-        return _export(args)
-    except (BundleError, EngineBuildError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"cris-export: error: {err}", file=sys.stderr)
-        return 1
+            raise UsageError(missing)
+    if args.engine_only is not None:
+        return _engine_only(args)
+    return _export(args)
 
 
 def _engine_only(args) -> int:
@@ -91,17 +111,20 @@ def _engine_only(args) -> int:
 
 def _export(args) -> int:
     from cris_edge.export.calibration import CalibrationSpec
-    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, ExportOptions, export_bundle
+    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, OVERFLOW_SCAN_SAMPLES, ExportOptions, export_bundle
     from cris_edge.paths import cache_dir
 
-    stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
+    calibration = CalibrationSpec(args.calib, args.calib_size, split=args.calib_split, data_root=args.data_root)
+    if args.precision != "fp32":  # read the calibration pairs now, not after the graphs are exported
+        (calibration if args.precision == "int8" else calibration.scan(OVERFLOW_SCAN_SAMPLES)).check()
+
     options = ExportOptions(
-        output=args.output or Path("bundles") / f"{stem}_{args.precision}", precision=args.precision,
+        output=_output(args), precision=args.precision,
         checkpoint=args.checkpoint, config=args.config,
-        calibration=CalibrationSpec(args.calib, args.calib_size, split=args.calib_split, data_root=args.data_root),
+        calibration=calibration,
         int8_placement=args.int8_placement,
         head_output=args.head_output, plugin_library=args.plugin_library,
-        max_batch=args.max_batch or DEFAULT_MAX_BATCH, workspace_mib=args.workspace,
+        max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, workspace_mib=args.workspace,
         cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
         progress=not args.quiet)
     result = export_bundle(options)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data.records import DatasetError
+from ..paths import check_writable
+from .common import UsageError, run_command
 from .extras import missing_extra
 
 #: Splits converted by default, per (dataset, split_by).
@@ -35,22 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command("cris-prepare", build_parser(), _main, argv)
+
+
+def _main(args) -> int:
     missing = missing_extra("train", "writing LMDB files", ("lmdb",))
     if missing:
-        print(f"cris-prepare: error: {missing}", file=sys.stderr)
-        return 2
+        raise UsageError(missing)
+    check_writable(args.output_dir, "--output-dir", kind="directory")
     from ..data.convert import refer_to_lmdb
     from ..data.refer import resolve_dataset
 
-    try:
-        dataset, split_by = resolve_dataset(args.dataset, args.split_by)
-        for split in args.splits or DEFAULT_SPLITS[(dataset, split_by)]:
-            path = refer_to_lmdb(args.data_root, dataset, split, args.output_dir, split_by)
-            print(f"cris-prepare: wrote {path}")
-    except (DatasetError, ValueError) as err:
-        print(f"cris-prepare: error: {err}", file=sys.stderr)
-        return 2
+    dataset, split_by = resolve_dataset(args.dataset, args.split_by)
+    for split in args.splits or DEFAULT_SPLITS[(dataset, split_by)]:
+        path = refer_to_lmdb(args.data_root, dataset, split, args.output_dir, split_by)
+        print(f"cris-prepare: wrote {path}")
     return 0
 
 

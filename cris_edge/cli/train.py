@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..data.records import DatasetError
+from ..paths import check_writable
+from .common import UsageError, run_command
 from .extras import missing_extra
 
 
@@ -36,27 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+    return run_command("cris-train", build_parser(), _main, argv, intermixed=True)
+
+
+def _main(args) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     missing = missing_extra("train", "training", ("torch",))
     if missing:
-        print(f"cris-train: error: {missing}", file=sys.stderr)
-        return 2
+        raise UsageError(missing)
     from ..train.config import load_run_config
     from ..train.loop import train
 
-    try:
-        run = load_run_config(args.config, args.overrides)
-        output_dir = Path(args.output_dir or Path("exp") / run.name)
-        resume = output_dir / "last.pth" if args.resume == "last" else args.resume
-        if resume is not None and not Path(resume).is_file():
-            raise FileNotFoundError(f"nothing to resume: {resume} does not exist")
-        result = train(run, output_dir, clip_weights=args.clip_weights, resume=resume, device=args.device)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
-        print(f"cris-train: error: {err}", file=sys.stderr)
-        return 2
+    run = load_run_config(args.config, args.overrides)
+    output_dir = Path(args.output_dir or Path("exp") / run.name)
+    check_writable(output_dir, "--output-dir", kind="directory")
+    resume = output_dir / "last.pth" if args.resume == "last" else args.resume
+    if resume is not None and not Path(resume).is_file():
+        raise FileNotFoundError(f"nothing to resume: {resume} does not exist")
+    if args.clip_weights is not None and not Path(args.clip_weights).is_file():
+        raise FileNotFoundError(f"--clip-weights {args.clip_weights} does not exist")
+    result = train(run, output_dir, clip_weights=args.clip_weights, resume=resume, device=args.device)
     if rank == 0:
         print(f"trained {result.epochs_run} epoch(s) in {result.seconds:.0f} s; best metric "
               f"{result.best_metric:.4f}; checkpoints in {result.output_dir}")

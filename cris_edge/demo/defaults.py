@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from ..paths import cache_dir, write_atomically
+from ..paths import atomic_output, cache_dir
 
 #: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
 VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED = 90, 15.0, 0
@@ -57,6 +57,7 @@ def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:
         os.replace(tmp, video)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    write_atomically(meta, json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
-                                "seed": VIDEO_SEED}) + "\n")
+    with atomic_output(meta) as partial:  # a killed first run leaves no half meta file to trip on
+        partial.write_text(json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
+                                       "seed": VIDEO_SEED}) + "\n")
     return video, expression

@@ -5,6 +5,12 @@ queues, so its frame rate is that of the slowest stage.
 
 The main thread renders (so a window, which OpenCV wants on one thread, works), writes the
 output video and shows the window; Ctrl-C or Esc stops everything and the threads are joined.
+
+The output video is written to a hidden temporary beside it (``.NAME.XXXXXXXX.partial.mp4``)
+and renamed over the output when the run ends (at the source's end, Esc or Ctrl-C, the video
+closed properly); a run that fails deletes it, and one killed outright leaves it hidden, never
+a half file at the output path (the next run removes it). The output must not be the input:
+`check_output`.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..paths import check_not_input, check_writable, commit_temporary, remove_stale_temporaries, temporary_beside
 from ..runtime.result import STAGES
 from .display import Window
 from .prompts import KeyEditor, Prompts, StdinReader
@@ -47,6 +54,14 @@ class DemoStats:
     @property
     def fps(self) -> float:
         return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
+
+
+def check_output(output: Path, inputs=(), option: str = "--output") -> None:
+    """Before any work: ``output`` can be written (its directory created, a file made there) and
+    is none of ``inputs`` (the source video, the model file: paths, links and hard links to them
+    alike), which the demo reads while it writes the output."""
+    check_writable(output, option)
+    check_not_input(output, inputs, option)
 
 
 class InferenceThread(threading.Thread):
@@ -83,7 +98,7 @@ class Demo:
     def __init__(self, segmenter, source: VideoSource, prompts: Prompts, output: Optional[Path] = None,
                  display: bool = False, stdin=None, max_frames: Optional[int] = None):
         self.segmenter, self.source, self.prompts = segmenter, source, prompts
-        self.output, self.max_frames = output, max_frames
+        self.output, self.max_frames = (Path(output) if output is not None else None), max_frames
         self.stop = threading.Event()
         self.window = Window("cris-demo") if display else None
         if self.window is not None and not self.window.open:
@@ -92,10 +107,30 @@ class Demo:
         self.stdin = None if self.window else StdinReader(prompts, stdin)
         self._writer: Optional[cv2.VideoWriter] = None
         self._size: Optional[tuple[int, int]] = None  # (width, height) of the output video
+        self._partial: Optional[Path] = None  # the output while it is written
 
     def run(self) -> DemoStats:
         """Run to the end of the source (or Ctrl-C / Esc / window closed); re-raises an error of
-        the capture or inference thread after shutting down."""
+        the capture or inference thread after shutting down. The output appears only at the end
+        (see the module)."""
+        if self.output is not None:
+            remove_stale_temporaries(self.output)
+            self._partial = temporary_beside(self.output)
+        try:
+            stats = self._run()
+        except BaseException:
+            if self._partial is not None:
+                self._partial.unlink(missing_ok=True)
+            raise
+        if self._partial is not None and self.output is not None:
+            if self._writer is not None:
+                commit_temporary(self._partial, self.output)
+            else:  # not a frame came: no video
+                self._partial.unlink(missing_ok=True)
+                stats.output = None
+        return stats
+
+    def _run(self) -> DemoStats:
         frames, results = queue.Queue(maxsize=2), queue.Queue(maxsize=2)
         capture = CaptureThread(self.source, frames, self.stop, self.max_frames)
         inference = InferenceThread(self.segmenter, self.prompts, frames, results, self.stop)
@@ -149,15 +184,14 @@ class Demo:
                 break
 
     def _write(self, canvas: np.ndarray) -> None:
-        if self.output is None:
+        if self._partial is None:
             return
         if self._writer is None:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
             fps = self.source.fps or 15.0
-            self._writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+            self._writer = cv2.VideoWriter(str(self._partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                            (canvas.shape[1], canvas.shape[0]))
             if not self._writer.isOpened():
-                raise RuntimeError(f"cannot write {self.output}")
+                raise RuntimeError(f"cannot write {self.output} (OpenCV's video writer did not open {self._partial})")
             self._size = (canvas.shape[1], canvas.shape[0])
         if (canvas.shape[1], canvas.shape[0]) != self._size:  # a live source changed resolution
             canvas = cv2.resize(canvas, self._size)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -111,6 +112,14 @@ class TrainSettings:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if float(self.base_lr) <= 0:
             raise ValueError(f"train.base_lr must be > 0, got {self.base_lr}")
+        if not 0 < float(self.lr_decay) <= 1:
+            raise ValueError(f"train.lr_decay must be in (0, 1] (the factor the rates are multiplied by at each "
+                             f"milestone), got {self.lr_decay}")
+        for name in ("lr_multi", "weight_decay", "max_norm"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if any(m < 1 for m in self.milestones):
+            raise ValueError(f"train.milestones are epochs (>= 1), got {list(self.milestones)}")
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,10 @@ class DataSettings:
     num_samples: int = 10000
     synthetic: Mapping[str, Any] = field(default_factory=dict)
     in_memory: bool = False
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError(f"data.num_samples must be >= 1, got {self.num_samples}")
 
 
 @dataclass(frozen=True)
@@ -247,17 +260,70 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return data
 
 
+def _describe(tp: Any) -> str:
+    """``tp`` (a field's type) in words, for error messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return "any value"
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        return " or ".join(_describe(a) for a in args if a is not type(None)) + (
+            " or null" if type(None) in args else "")
+    if tp is tuple or origin is tuple:
+        return "a list of integers"
+    if origin is not None and issubclass(origin, Mapping):
+        return "a mapping" + (" of integers to integers" if args == (int, int) else "")
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether ``value`` (parsed YAML) is of the field type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if args and (origin is Union or str(origin) == "<class 'types.UnionType'>"):
+        return any(_fits(a, value) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if tp is tuple or origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(int, v) for v in value)
+    if origin is not None and issubclass(origin, Mapping):
+        return isinstance(value, Mapping) and (args != (int, int) or all(
+            _fits(int, k) and _fits(int, v) for k, v in value.items()))
+    return True
+
+
+def check_types(cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
+    """Refuse a value of ``values`` that is not of its field's type in dataclass ``cls``, with
+    one error naming the key (``prefix`` + field), the type expected and the value given."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key in hints and not _fits(hints[key], value):
+            raise ValueError(f"{prefix}{key} must be {_describe(hints[key])}, got {value!r}")
+
+
 def _section(name: str, value: Any):
     cls = _SECTIONS[name]
     if name == "masksd" and isinstance(value, bool):
         value = {"enabled": value}
     elif name == "masksd" and isinstance(value, Mapping):
         value = {"enabled": True, **value}
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be a mapping of its fields ({name}.field=value sets one)"
+                         + (" or true/false" if name == "masksd" else "") + f", got {value!r}")
     value = dict(value or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - known)
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in section {name!r}; known: {sorted(known)}")
+    check_types(cls, value, f"{name}.")
     return cls(**value)
 
 
@@ -271,4 +337,5 @@ def load_run_config(config: ConfigLike, overrides: Sequence[str] = ()) -> RunCon
     sections = {s: _section(s, data.pop(s, None)) for s in _SECTIONS}
     data.pop("description", None)
     data.pop("export", None)
+    check_types(CRISConfig, data)
     return RunConfig(name=name, model=CRISConfig(**data), **sections)

@@ -41,7 +41,7 @@ from ..eval.evaluate import evaluate
 from ..eval.predictor import SegmenterPredictor
 from ..model import CRIS, load_cris
 from ..model.checkpoint import FORMAT, FORMAT_VERSION, read_file
-from ..paths import write_atomically
+from ..paths import atomic_output, write_atomically
 from .config import RunConfig, load_run_config
 from .loop import train
 
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "storage": {"dtype": "float16", "zeroed_token_rows": zeroed, "zip": "deflate"},
         "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    write_atomically(target.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
+    with atomic_output(target.with_suffix(".json")) as partial:
+        partial.write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card, indent=2))
     return 0
 

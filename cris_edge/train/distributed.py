@@ -46,7 +46,8 @@ def setup(device: Optional[str] = None) -> DistEnv:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+        raise ValueError(f"--device {device} was asked for but CUDA is not available here (no GPU or no CUDA "
+                         "build of torch): use --device cpu")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         where = torch.device("cuda", local_rank)

@@ -34,7 +34,8 @@ from .config import RunConfig
 from .data import TrainDataset, category_count, check_batch, make_loader, train_records, val_records
 from .log import TrainingLog
 from .objective import CRISObjective
-from .state import epoch_seed, load_training_state, save_training_state
+from .state import (LAST, RUN_CONFIG, epoch_seed, load_training_state, remove_stale_temporaries, repair_best,
+                    save_epoch, write_atomic)
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("loss", "bce", "dice", "category", "sd_image", "sd_text")
@@ -143,9 +144,18 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
     ``device``: ``cpu``, ``cuda`` or None (CUDA when available). Under torchrun every process
     calls this; rank 0 writes the files. ``best.pth`` is the epoch with the highest validation
     mIoU, or the lowest training loss when the run does not validate.
+
+    A fresh run (no ``resume``) refuses an ``output_dir`` that already holds a run's
+    ``last.pth``: it would overwrite that run's checkpoints (continue it with ``resume``, or
+    choose another directory). Temporaries left by a killed run there are removed first, and on
+    resume a ``best.pth`` left behind by a kill between the two checkpoint writes is repaired
+    (`cris_edge.train.state.save_epoch`).
     """
-    env = distributed.setup(device)
     output_dir = Path(output_dir)
+    if resume is None and (output_dir / LAST).exists():
+        raise FileExistsError(f"{output_dir} already holds a run ({LAST}): continue it with --resume, or choose "
+                              "another --output-dir (a fresh run would overwrite its checkpoints)")
+    env = distributed.setup(device)
     train_log = None
     try:
         t = run.train
@@ -167,7 +177,11 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         scheduler = MultiStepLR(optimizer, milestones=list(t.milestones), gamma=t.lr_decay)
         # float16 needs the loss scaled against underflow; bfloat16 has float32's range
         scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(run, env.device.type) == torch.float16)
-        start_epoch, best = 0, -float("inf")
+        start_epoch, best, best_epoch = 0, -float("inf"), None
+        if env.is_main:
+            remove_stale_temporaries(output_dir)
+            if resume:
+                repair_best(output_dir)
         if resume:
             state = load_training_state(Path(resume), run)
             model.load_state_dict(state["state_dict"])
@@ -180,6 +194,7 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
             start_epoch, best = int(state["epoch"]), float(state["best_metric"])
+            best_epoch = state.get("best_epoch")
         # the run's clock includes making the records (data.in_memory renders them all here)
         started, cpu_started = time.time(), time.process_time()
         dataset = TrainDataset(train_records(run, progress=env.is_main), run.model.input_size,
@@ -189,7 +204,7 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         validation = val_records(run) if t.val_every else None
         if env.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "config.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
+            write_atomic(output_dir / RUN_CONFIG, yaml.safe_dump(run.to_dict(), sort_keys=False).encode())
             train_log = TrainingLog(output_dir)
             log.info("training %s on %d process(es), %s; %d samples, %d steps/epoch", run.name,
                      env.world_size, env.device, len(dataset), len(loader))
@@ -216,15 +231,14 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             metric = row.get("val_mIoU", -losses["loss"] if validation is None else None)
             improved = metric is not None and metric > best
             best = max(best, metric) if metric is not None else best
+            best_epoch = epoch + 1 if improved else best_epoch
             if env.is_main:
                 train_log.epoch(row)
                 kwargs = dict(epoch=epoch + 1, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                              best_metric=best, metrics=row)
+                              best_metric=best, best_epoch=best_epoch, metrics=row)
                 if core.category_loss is not None:
                     kwargs["category_loss"] = core.category_loss.state_dict()
-                save_training_state(output_dir / "last.pth", model, run, **kwargs)
-                if improved:
-                    save_training_state(output_dir / "best.pth", model, run, **kwargs)
+                save_epoch(output_dir, model, run, improved, **kwargs)
         return TrainResult(output_dir, t.epochs - start_epoch, best, row, time.time() - started,
                            time.process_time() - cpu_started)
     finally:

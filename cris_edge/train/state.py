@@ -6,13 +6,25 @@ A training checkpoint is one of our model checkpoints (`save_checkpoint`: atomic
 log row) and ``seed``. The random state needs no separate entry: every epoch reseeds torch from
 ``(seed, epoch, rank)`` (`epoch_seed`) and data randomness comes from ``(seed, epoch, index)``,
 so resuming after epoch ``e`` continues exactly as the uninterrupted run.
+
+Files survive a kill at any instant: each is written to a hidden temporary in the same
+directory (`save_checkpoint`: ``.last.pth.XXXXXXXX.tmp``) and renamed over its name, so
+``last.pth`` and ``best.pth`` are always whole; a kill during a write leaves the temporary,
+which the next run in that directory removes (`remove_stale_temporaries`, ours only). The pair
+stays consistent across a kill between the two writes of an improving epoch: see
+`save_epoch` and `repair_best`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -20,6 +32,14 @@ import torch
 from ..model import save_checkpoint
 from ..model.checkpoint import read_file
 from .config import RunConfig
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, RUN_CONFIG = "last.pth", "best.pth", "config.yaml"
+#: The temporaries our writers leave when killed mid-write: ``tempfile.mkstemp(prefix=".NAME.",
+#: suffix=".tmp")`` beside NAME (`cris_edge.model.save_checkpoint`, `write_atomic`), NAME one of
+#: the run's files; mkstemp's random part is 8 of ``[a-z0-9_]``.
+STALE_TEMPORARY = re.compile(r"\.(%s)\.[a-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in (LAST, BEST, RUN_CONFIG)))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -53,3 +73,90 @@ def load_training_state(path: Path, run: RunConfig) -> dict:
                          f"  this run:   {run.model.to_dict()}")
     state["scheduler"]["milestones"] = Counter(state["scheduler"]["milestones"])
     return state
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary named as `save_checkpoint` names its own
+    (``.NAME.XXXXXXXX.tmp``, see `STALE_TEMPORARY`), renamed over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def remove_stale_temporaries(output_dir: Path) -> list[Path]:
+    """Delete the temporaries a killed run left in ``output_dir`` (only files matching
+    `STALE_TEMPORARY` exactly: nothing else of the directory is touched); returns them. Call it
+    before this run writes anything there (one run per directory at a time)."""
+    removed: list[Path] = []
+    if not Path(output_dir).is_dir():
+        return removed
+    for path in sorted(Path(output_dir).iterdir()):
+        if STALE_TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), output_dir)
+    return removed
+
+
+def save_epoch(output_dir: Path, model: torch.nn.Module, run: RunConfig, improved: bool, **state: Any) -> None:
+    """Write the end of an epoch: ``last.pth``, then (when the epoch ``improved`` the best
+    metric) ``best.pth``, from the same ``state`` (`save_training_state`'s keywords, with
+    ``epoch`` and ``best_epoch``).
+
+    Why this order: ``last.pth`` records ``best_epoch``, the epoch ``best.pth`` must hold. A
+    kill between the two writes leaves ``last.pth`` saying "the best is this epoch" while
+    ``best.pth`` holds an older one; since the best epoch is then ``last.pth``'s own, what
+    ``best.pth`` should be is exactly ``last.pth`` (the same state, written with the same
+    keywords), and `repair_best` restores it from there on resume. The other order (``best.pth``
+    first) would leave, after the same kill, a ``best.pth`` of an epoch that ``last.pth`` does
+    not know, to be re-run after the resume: repairable only by re-evaluating, and the
+    older best epoch's weights would be gone."""
+    save_training_state(Path(output_dir) / LAST, model, run, **state)
+    if improved:
+        save_training_state(Path(output_dir) / BEST, model, run, **state)
+
+
+def repair_best(output_dir: Path) -> Optional[str]:
+    """Make ``best.pth`` the epoch ``last.pth`` records as the best (``best_epoch``), after a kill
+    between the two writes of `save_epoch`; returns what was done, or None when nothing needed
+    doing (the pair agrees, or ``last.pth`` predates ``best_epoch``).
+
+    The repair is possible when the recorded best epoch is ``last.pth``'s own (the only
+    inconsistency `save_epoch` can leave): ``best.pth`` becomes a copy of ``last.pth``, written
+    atomically. Otherwise (``best.pth`` edited or replaced by hand) nothing is overwritten and
+    the mismatch is logged."""
+    output_dir = Path(output_dir)
+    last, best = output_dir / LAST, output_dir / BEST
+    if not last.is_file():
+        return None
+    state = read_file(last)
+    best_epoch = state.get("best_epoch")
+    if best_epoch is None:
+        return None
+    held = read_file(best).get("epoch") if best.is_file() else None
+    if held == best_epoch:
+        return None
+    if best_epoch != state.get("epoch"):
+        message = (f"{best} holds epoch {held}, but {last} records epoch {best_epoch} as the best and that "
+                   "checkpoint is gone; left as it is")
+        log.warning(message)
+        return message
+    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{BEST}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(last, tmp)
+        os.replace(tmp, best)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    message = (f"repaired {best}: it held epoch {held}, {last} records epoch {best_epoch} as the best "
+               f"(a run was stopped between writing the two); copied from {last}")
+    log.warning(message)
+    return message

@@ -375,9 +375,12 @@ def _training_objects():
 def test_stale_temporaries_of_ours_are_removed_and_nothing_else(tmp_path):
     from cris_edge.train.state import remove_stale_temporaries
 
-    ours = [".last.pth.abcd_123.tmp", ".best.pth.z9y8x7w6.tmp", ".config.yaml.q1w2e3r4.tmp"]
-    others = [".last.pth.abc.tmp", "last.pth.abcd1234.tmp", ".other.pth.abcd1234.tmp", ".last.pth.abcd1234.tmpx",
-              ".last.pth.ABCD1234.tmp", "last.pth", "best.pth", "notes.txt"]
+    ours = [f".last.{DEAD}.abcd_123.partial.pth", f".best.{DEAD}.z9y8x7w6.partial.pth",
+            f".config.{DEAD}.q1w2e3r4.partial.yaml"]
+    others = [f".last.{os.getpid()}.abcd_123.partial.pth",  # a writer still running keeps its own
+              f".last.{DEAD}.abc.partial.pth", f"last.{DEAD}.abcd1234.partial.pth", f".other.{DEAD}.abcd1234.partial.pth",
+              f".last.{DEAD}.abcd1234.partial.pthx", f".last.{DEAD}.ABCD1234.partial.pth", ".last.pth.abcd1234.tmp",
+              "last.pth", "best.pth", "notes.txt"]
     for name in ours + others:
         (tmp_path / name).write_bytes(b"x")
     assert sorted(p.name for p in remove_stale_temporaries(tmp_path)) == sorted(ours)
@@ -390,7 +393,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_a_temporary_the_next_run_remove
     while torch pickles it): ``last.pth`` stays whole, and the temporary left is one that
     `remove_stale_temporaries` recognises."""
     from cris_edge.model.checkpoint import read_file
-    from cris_edge.train.state import STALE_TEMPORARY, remove_stale_temporaries
+    from cris_edge.train.state import remove_stale_temporaries
 
     code = f"""
 import os, signal, torch
@@ -405,7 +408,7 @@ save_checkpoint({str(tmp_path / 'last.pth')!r}, m, {{}}, epoch=2, kill=Kill())
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == -9, done.stderr
     left = [p.name for p in tmp_path.iterdir() if p.name != "last.pth"]
-    assert len(left) == 1 and STALE_TEMPORARY.fullmatch(left[0]), left
+    assert len(left) == 1 and left[0].startswith(".last.") and left[0].endswith(".partial.pth"), left
     assert read_file(tmp_path / "last.pth")["epoch"] == 1
     remove_stale_temporaries(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]
@@ -448,12 +451,12 @@ def test_a_resume_repairs_best_and_removes_what_a_killed_run_left(tmp_path):
     assert read_file(tmp_path / "last.pth")["best_epoch"] == 1
     # killed after writing last.pth of epoch 1 and before best.pth; and during a later write
     (tmp_path / "best.pth").unlink()
-    (tmp_path / ".last.pth.k1ll3d_x.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / f".last.{DEAD}.k1ll3d_x.partial.pth").write_bytes(b"half a checkpoint")
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(run, tmp_path, device="cpu")  # a fresh run would overwrite it
     train(run, tmp_path, device="cpu", resume=tmp_path / "last.pth")  # nothing left to train
     assert read_file(tmp_path / "best.pth")["epoch"] == 1
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.partial.*"))
 
 
 def test_an_export_cleans_up_after_killed_ones(tmp_path):

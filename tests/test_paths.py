@@ -38,11 +38,13 @@ def test_write_atomically_replaces_whole_files_and_leaves_no_temporary(tmp_path)
     paths.write_atomically(target, b"new")
     assert target.read_bytes() == b"new"
     with pytest.raises(TypeError):
-        paths.write_atomically(target, 12345)  # fails while writing: the old file stays
+        paths.write_atomically(target, 12345)  # refused: the old file stays
+    with pytest.raises(ZeroDivisionError), paths.atomic_output(target) as tmp:
+        tmp.write_bytes(b"half")
+        1 / 0  # the writer fails midway: the old file stays, the temporary is gone
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
-    with pytest.raises(FileNotFoundError):
-        paths.write_atomically(tmp_path / "missing" / "x", "data")
+    assert paths.write_atomically(tmp_path / "new" / "x", "data").read_text() == "data"  # parents made
 
 
 def test_checkout_build_is_the_repository_build_directory():

@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import collections
 import io
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
+
+from ..paths import atomic_output
 
 FORMAT = "cris_edge"
 FORMAT_VERSION = 1
@@ -319,21 +319,15 @@ def split_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict, Option
 
 
 def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Mapping[str, Any], **extra: Any) -> Path:
-    """Write ``{"format", "format_version", "config", "state_dict", **extra}`` atomically: to a
-    temporary file in the same directory, then renamed over ``path``. Tensors are stored
+    """Write ``{"format", "format_version", "config", "state_dict", **extra}`` whole or not at
+    all (`cris_edge.paths.atomic_output`). Tensors are stored
     contiguous, whatever memory format (channels-last in training) the model runs in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config),
                "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

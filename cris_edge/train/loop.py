@@ -29,13 +29,14 @@ from ..eval.evaluate import evaluate
 from ..eval.metrics import SegmentationScores, format_summary
 from ..eval.predictor import SegmenterPredictor
 from ..model import CRIS, load_clip_weights
+from ..paths import write_atomically
 from . import distributed
 from .config import RunConfig
 from .data import TrainDataset, category_count, check_batch, make_loader, train_records, val_records
 from .log import TrainingLog
 from .objective import CRISObjective
 from .state import (LAST, RUN_CONFIG, epoch_seed, load_training_state, remove_stale_temporaries, repair_best,
-                    save_epoch, write_atomic)
+                    save_epoch)
 
 log = logging.getLogger(__name__)
 LOSS_NAMES = ("loss", "bce", "dice", "category", "sd_image", "sd_text")
@@ -204,7 +205,7 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
         validation = val_records(run) if t.val_every else None
         if env.is_main:
             output_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(output_dir / RUN_CONFIG, yaml.safe_dump(run.to_dict(), sort_keys=False).encode())
+            write_atomically(output_dir / RUN_CONFIG, yaml.safe_dump(run.to_dict(), sort_keys=False))
             train_log = TrainingLog(output_dir)
             log.info("training %s on %d process(es), %s; %d samples, %d steps/epoch", run.name,
                      env.world_size, env.device, len(dataset), len(loader))

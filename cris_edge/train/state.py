@@ -18,10 +18,7 @@ stays consistent across a kill between the two writes of an improving epoch: see
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -31,15 +28,13 @@ import torch
 
 from ..model import save_checkpoint
 from ..model.checkpoint import read_file
+from ..paths import atomic_output
+from ..paths import remove_stale_temporaries as stale_temporaries
 from .config import RunConfig
 
 log = logging.getLogger(__name__)
 
 LAST, BEST, RUN_CONFIG = "last.pth", "best.pth", "config.yaml"
-#: The temporaries our writers leave when killed mid-write: ``tempfile.mkstemp(prefix=".NAME.",
-#: suffix=".tmp")`` beside NAME (`cris_edge.model.save_checkpoint`, `write_atomic`), NAME one of
-#: the run's files; mkstemp's random part is 8 of ``[a-z0-9_]``.
-STALE_TEMPORARY = re.compile(r"\.(%s)\.[a-z0-9_]{8}\.tmp" % "|".join(re.escape(n) for n in (LAST, BEST, RUN_CONFIG)))
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -75,32 +70,11 @@ def load_training_state(path: Path, run: RunConfig) -> dict:
     return state
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary named as `save_checkpoint` names its own
-    (``.NAME.XXXXXXXX.tmp``, see `STALE_TEMPORARY`), renamed over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
-
-
 def remove_stale_temporaries(output_dir: Path) -> list[Path]:
-    """Delete the temporaries a killed run left in ``output_dir`` (only files matching
-    `STALE_TEMPORARY` exactly: nothing else of the directory is touched); returns them. Call it
-    before this run writes anything there (one run per directory at a time)."""
-    removed: list[Path] = []
-    if not Path(output_dir).is_dir():
-        return removed
-    for path in sorted(Path(output_dir).iterdir()):
-        if STALE_TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
-            path.unlink(missing_ok=True)
-            removed.append(path)
+    """Delete the temporaries a killed run left in ``output_dir`` beside the run's files
+    (`cris_edge.paths.remove_stale_temporaries`: our exact names, of processes that are gone;
+    nothing else of the directory is touched); returns them."""
+    removed = [p for name in (LAST, BEST, RUN_CONFIG) for p in stale_temporaries(Path(output_dir) / name)]
     if removed:
         log.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed), output_dir)
     return removed
@@ -149,13 +123,8 @@ def repair_best(output_dir: Path) -> Optional[str]:
                    "checkpoint is gone; left as it is")
         log.warning(message)
         return message
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{BEST}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(best) as tmp:
         shutil.copyfile(last, tmp)
-        os.replace(tmp, best)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     message = (f"repaired {best}: it held epoch {held}, {last} records epoch {best_epoch} as the best "
                f"(a run was stopped between writing the two); copied from {last}")
     log.warning(message)

@@ -146,12 +146,18 @@ def commit_temporary(tmp: Union[str, Path], path: Union[str, Path]) -> Path:
     return Path(path)
 
 
+def temporary_pattern(path: Union[str, Path]) -> "re.Pattern[str]":
+    """The names `temporary_beside` gives ``path``'s temporaries; group 1 is the writer's pid."""
+    path = Path(path)
+    return re.compile(re.escape(f".{path.stem}.") + r"(\d+)\.[a-z0-9_]{8}" + re.escape(f".partial{path.suffix}"))
+
+
 def remove_stale_temporaries(path: Union[str, Path]) -> list[Path]:
     """Delete the temporaries of ``path`` that a killed writer left: `temporary_beside`'s exact
     names for this ``path`` whose process is gone (a writer still running keeps its own), nothing
     else; returns them."""
     path = Path(path)
-    pattern = re.compile(re.escape(f".{path.stem}.") + r"(\d+)\.[a-z0-9_]{8}" + re.escape(f".partial{path.suffix}"))
+    pattern = temporary_pattern(path)
     removed: list[Path] = []
     if path.parent.is_dir():
         for entry in sorted(path.parent.iterdir()):

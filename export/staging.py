@@ -23,10 +23,8 @@ from typing import Iterator, Optional
 
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import CONFIG_FILE
-from cris_edge.paths import check_writable, process_alive
+from cris_edge.paths import check_writable, process_alive, temporary_pattern
 
-#: The temporary name `cris_edge.bundle.write` gives config.json while writing it (mkstemp).
-_CONFIG_TEMPORARY = re.compile(re.escape(f".{CONFIG_FILE}.") + r"[a-z0-9_]{8}\.tmp")
 
 
 def check_output(output: Path, option: str = "output") -> None:
@@ -72,7 +70,7 @@ def not_replaceable_reason(directory: Path) -> Optional[str]:
         return f"its {CONFIG_FILE} lists no files"
     foreign = sorted(p.name for p in directory.iterdir()
                      if p.name != CONFIG_FILE and not (p.name in files and p.is_file() and not p.is_symlink())
-                     and not _CONFIG_TEMPORARY.fullmatch(p.name))
+                     and not temporary_pattern(directory / CONFIG_FILE).fullmatch(p.name))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         return f"it holds files that are not the bundle's: {shown}"

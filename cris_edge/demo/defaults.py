@@ -11,8 +11,6 @@ exactly (the INT8 Q/DQ of a default export target TensorRT).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -48,15 +46,8 @@ def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:
     video, meta = folder / f"{stem}.mp4", folder / f"{stem}.json"
     if video.is_file() and meta.is_file():
         return video, json.loads(meta.read_text())["expression"]
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
-        expression = render_video(tmp, VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600
-        os.replace(tmp, video)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_output(video) as tmp:
+        expression = render_video(str(tmp), VIDEO_FRAMES, VIDEO_FPS, VIDEO_SEED)
     with atomic_output(meta) as partial:  # a killed first run leaves no half meta file to trip on
         partial.write_text(json.dumps({"expression": expression, "frames": VIDEO_FRAMES, "fps": VIDEO_FPS,
                                        "seed": VIDEO_SEED}) + "\n")

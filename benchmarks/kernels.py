@@ -145,9 +145,10 @@ def main(argv=None) -> int:
         print("benchmarks/kernels.py needs a CUDA GPU: torch.cuda.is_available() is False here", file=sys.stderr)
         return 1
     from cris_edge.kernels import library, torch_ops  # noqa: F401  (registers the ops)
+    from cris_edge.paths import LibraryNotFoundError
     try:
         library.kernels_library()
-    except library.LibraryNotFoundError as exc:
+    except LibraryNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
 

@@ -19,12 +19,12 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (benchmarks/ is not a package)
+from cris_edge.runtime.result import STAGES  # noqa: E402
 
 #: The model input side, text tokens, iterations and batch of the official CRIS protocol.
 PROTOCOL = {"input_size": 416, "word_len": 17, "warmup": 100, "iters": 400, "batch": 1}
 #: Size (H, W) and seed of the synthetic frame every iteration segments.
 FRAME_HW, FRAME_SEED = (480, 640), 0
-STAGES = ("preprocess", "text", "visual", "head", "postprocess")
 
 
 @dataclass

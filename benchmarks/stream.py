@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (benchmarks/ is not a package)
 from cris_edge.demo.sources import SourceSpec, VideoSource  # noqa: E402
+from cris_edge.runtime.result import STAGES  # noqa: E402
 
 #: Prompts added to the video's own expression for runs with several prompts (all distinct).
 EXTRA_PROMPTS = ("the blue square", "the green triangle", "the yellow star", "the purple ring", "the white hexagon",
                  "the orange diamond", "the red circle")
-STAGES = ("preprocess", "text", "visual", "head", "postprocess")
 SOAK_FRAMES, FPS_FRAMES, WARMUP_FRAMES = 10_000, 90, 5
 MAX_GROWTH = 5.0
 

@@ -43,7 +43,6 @@ Kind = Literal["cris"]
 Precision = Literal["fp32", "fp16", "int8"]
 HeadOutput = Literal["logits", "features", "plugin"]
 Placement = Literal["tensorrt", "onnxruntime"]
-KINDS: tuple[str, ...] = typing.get_args(Kind)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 HEAD_OUTPUTS: tuple[str, ...] = typing.get_args(HeadOutput)
 #: The graphs a bundle of each kind holds, in the order they run, with their input names and
@@ -63,6 +62,12 @@ class BundleError(ValueError):
 
 class EngineMismatchError(BundleError):
     """A bundle's TensorRT engines were built for another TensorRT version or GPU."""
+
+
+def _freeze(record: Any, *names: str) -> None:
+    """Make the mapping fields ``names`` of a frozen dataclass read-only views of their copies."""
+    for name in names:
+        object.__setattr__(record, name, types.MappingProxyType(dict(getattr(record, name))))
 
 
 def _doc(text: str, **kwargs) -> Any:
@@ -142,6 +147,9 @@ class Fp16Details:
     overflow_scan: str = _doc("the data of the overflow scan")
     fp32_nodes: Mapping[str, tuple[str, ...]] = _doc("per graph, the nodes the scan kept in FP32")
 
+    def __post_init__(self) -> None:
+        _freeze(self, "fp32_nodes")
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -152,6 +160,9 @@ class Calibration:
     method: str = _doc("calibration method")
     cache_keys: Mapping[str, str] = _doc("per quantised graph, the key of its cached ranges")
     reused_cache: Mapping[str, bool] = _doc("per quantised graph, whether cached ranges were reused")
+
+    def __post_init__(self) -> None:
+        _freeze(self, "cache_keys", "reused_cache")
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,9 @@ class Bundle:
     graphs: Mapping[str, Graph] = _doc("the graphs by name (for `cris`: `text`, `visual`, `head`)")
     versions: Mapping[str, Union[str, int]] = _doc("versions of cris_edge and the tools that made the bundle")
     files: Mapping[str, FileEntry] = _doc("every other file of the bundle: size and sha256", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "model", "graphs", "versions", "files")
 
     def graph(self, name: str) -> Graph:
         """Graph ``name``; BundleError naming the graphs there are."""
@@ -437,6 +451,8 @@ def read(directory: PathLike, verify: bool = True) -> Bundle:
     if not root.is_dir():
         raise BundleError(f"bundle {root} is not a directory")
     path = root / CONFIG_FILE
+    if path.is_symlink():
+        raise BundleError(f"bundle {root}: its {CONFIG_FILE} is a symbolic link; a bundle's files are its own")
     if not path.is_file():
         raise BundleError(f"bundle {root} has no {CONFIG_FILE}: not a cris-export bundle, or an interrupted one")
     try:
@@ -487,11 +503,11 @@ def file_path(directory: PathLike, bundle: Bundle, name: str) -> Path:
     return Path(directory) / name
 
 
-def graph_path(directory: PathLike, bundle: Bundle, graph: str, kind: str = "onnx") -> Path:
-    """Path of graph ``graph``'s ``kind`` file (``"onnx"`` or ``"engine"``); BundleError if the
-    bundle has none."""
+def graph_path(directory: PathLike, bundle: Bundle, graph: str, file: str = "onnx") -> Path:
+    """Path of graph ``graph``'s ``file`` (``"onnx"`` or ``"engine"``); BundleError if the bundle
+    has none."""
     entry = bundle.graph(graph)
-    if kind == "engine":
+    if file == "engine":
         if entry.engine is None:
             raise BundleError(f"bundle has no TensorRT engine for {graph!r}: build them on the target with "
                               f"`cris-export --engine-only {Path(directory)}`")
@@ -500,11 +516,12 @@ def graph_path(directory: PathLike, bundle: Bundle, graph: str, kind: str = "onn
 
 
 def write(directory: PathLike, bundle: Bundle) -> Bundle:
-    """Record the size and sha256 of every file in ``directory`` (but ``config.json``) in
-    ``bundle.files``, validate, and write ``config.json`` atomically; return the written bundle."""
+    """Record the size and sha256 of every file in ``directory`` (but ``config.json``, hidden
+    files such as writers' temporaries, and links) in ``bundle.files``, validate, and write ``config.json`` atomically; return the written bundle."""
     root = Path(directory)
     files = {path.name: FileEntry(sha256_file(path), path.stat().st_size)
-             for path in sorted(root.iterdir()) if path.is_file() and path.name != CONFIG_FILE}
+             for path in sorted(root.iterdir())
+             if path.is_file() and not path.is_symlink() and path.name != CONFIG_FILE and not path.name.startswith(".")}
     bundle = dataclasses.replace(bundle, files=files)
     validate(bundle)
     write_atomically(root / CONFIG_FILE, json.dumps(bundle.to_json(), indent=2) + "\n")
@@ -535,7 +552,7 @@ def check_engines(directory: PathLike, bundle: Bundle, tensorrt_version: str, gp
 def schema_markdown() -> str:
     """docs/bundle-format.md, generated from the dataclasses above (``python -m cris_edge.bundle``)."""
     lines = ["# The bundle format", "",
-             f"<!-- Generated by `python -m cris_edge.bundle > docs/bundle-format.md`; edit cris_edge/bundle.py. -->",
+             "<!-- Generated by `python -m cris_edge.bundle > docs/bundle-format.md`; edit cris_edge/bundle.py. -->",
              "", "A bundle is a directory that `cris-export` writes and every runtime reads: `config.json` "
              "(described here), the tokenizer vocabulary, the ONNX graphs of its `kind` with their precision baked "
              "in, and TensorRT engines where they were built. The types live in `cris_edge/bundle.py`; the "

@@ -9,8 +9,7 @@ THRESHOLD = 0.35
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-#: CLIP's BPE vocabulary: its size, and the ids of the start- and end-of-text tokens.
-CLIP_VOCAB_SIZE = 49408
+#: The ids of CLIP's start- and end-of-text tokens.
 SOT_ID, EOT_ID = 49406, 49407
 #: CLIP's text context: the most tokens (SOT and EOT included) its positional embedding covers.
 CLIP_CONTEXT = 77

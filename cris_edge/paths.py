@@ -16,8 +16,10 @@ from typing import Iterable, Iterator, Optional, Union
 #: The TensorRT plugin library (``cpp/plugin``) and the variable that points at the device's build.
 TRT_PLUGIN_LIBRARY = "libcris_edge_trt_plugin.so"
 TRT_PLUGIN_ENV = "CRIS_EDGE_TRT_PLUGIN"
-#: ``build/`` of a source checkout, where ``cmake -S cpp -B build`` puts the native libraries.
-CHECKOUT_BUILD = Path(__file__).resolve().parent.parent / "build"
+#: ``build/`` of a source checkout, where ``cmake -S cpp -B build`` puts the native libraries
+#: (None for an installed package: no checkout around it).
+_ROOT = Path(__file__).resolve().parent.parent
+CHECKOUT_BUILD: Optional[Path] = _ROOT / "build" if (_ROOT / "pyproject.toml").is_file() else None
 
 
 class LibraryNotFoundError(FileNotFoundError):
@@ -49,7 +51,7 @@ def find_library(name: str, env: str, places: Iterable[Path] = (), explicit: Opt
     elif os.environ.get(env):
         candidates = [Path(os.environ[env])]
     else:
-        candidates = [*(Path(p) / name for p in places), CHECKOUT_BUILD / name]
+        candidates = [*(Path(p) / name for p in places), *([CHECKOUT_BUILD / name] if CHECKOUT_BUILD else [])]
     for path in candidates:
         if path.is_file():
             return path.resolve()

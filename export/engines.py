@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from cris_edge import bundle as bundle_format
-from cris_edge.bundle import CONFIG_FILE, Bundle, Engine, Graph
+from cris_edge.bundle import Bundle, Engine, Graph
 from cris_edge.runtime.backends.cuda import find_gpu
 
 from .plugin import LIBRARY, PLUGIN_ENV, find_library
@@ -79,9 +79,10 @@ def build_bundle_engines(bundle: Path, max_batch: Optional[int], workspace_mib: 
     try:
         with staged_directory(bundle) as stage:
             with stages.step("copying the bundle"):
-                for path in bundle.iterdir():
-                    if path.is_file() and path.suffix != ".engine" and path.name != CONFIG_FILE:
-                        _link_or_copy(path, stage / path.name)
+                engines = {g.engine.file for g in record.graphs.values() if g.engine}
+                for name in record.files:  # the bundle's own files, nothing else of the directory
+                    if name not in engines:
+                        _link_or_copy(bundle / name, stage / name)
             with stages.step("building TensorRT engines"):
                 batch = record.max_batch if max_batch is None else max_batch
                 record = build_all(stage, record, batch, workspace_mib, cache_dir, plugins)

@@ -6,8 +6,9 @@
 
 ``libcris_edge_kernels.so`` (nvcc) holds the CUDA kernels and their C ABI
 (``csrc/cris_edge_kernels.h``); ``libcris_edge_host.so`` (a C++ compiler) holds their CPU twins
-(``csrc/cris_host.h``). Both land in :func:`default_dir` unless ``--out`` says otherwise, which is
-where :mod:`cris_edge.kernels.library` looks for them (`cris_edge.paths.kernels_dir`). CMake (``cpp/``) builds the same libraries.
+(``csrc/cris_host.h``). Both land in `cris_edge.paths.kernels_dir` unless ``--out`` says otherwise,
+which is where :mod:`cris_edge.kernels.library` looks for them. CMake (``cpp/``) builds the same
+libraries.
 """
 
 from __future__ import annotations

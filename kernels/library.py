@@ -13,7 +13,7 @@ import ctypes
 import functools
 from pathlib import Path
 
-from cris_edge.paths import LibraryNotFoundError, find_library, kernels_dir
+from cris_edge.paths import find_library, kernels_dir
 
 KERNELS_LIB = "libcris_edge_kernels.so"
 HOST_LIB = "libcris_edge_host.so"
@@ -78,7 +78,7 @@ def _load(path: Path, host: bool) -> ctypes.CDLL:
 
 
 def kernels_library() -> ctypes.CDLL:
-    """The CUDA library, loaded once per path. Raises :class:`LibraryNotFoundError` if absent
+    """The CUDA library, loaded once per path. Raises `cris_edge.paths.LibraryNotFoundError` if absent
     and RuntimeError on an ABI version mismatch."""
     path = _locate(KERNELS_LIB, "CRIS_EDGE_KERNELS_LIB", "python -m cris_edge.kernels.build")
     lib = _load(path, host=False)

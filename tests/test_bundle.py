@@ -168,3 +168,13 @@ def test_the_schema_page_is_generated_from_the_types():
 
 def test_sample_is_valid():
     assert make_bundle().files["text.onnx"].sha256 == SHA
+
+
+def test_a_record_cannot_be_changed_in_place():
+    record = make_bundle()
+    with pytest.raises(TypeError):
+        record.graphs["text"] = None  # a changed bundle is a new record: dataclasses.replace
+    with pytest.raises(TypeError):
+        record.files["extra.so"] = FileEntry(SHA, 1)
+    with pytest.raises(AttributeError):
+        record.threshold = 0.9

@@ -130,9 +130,14 @@ def _damaged(source: Path, target: Path, edit) -> Path:
         '"cris_edge.bundle"', '"other"')), "is not a cris-edge bundle config"),
     (lambda b: (b / "config.json").write_text((b / "config.json").read_text().replace(
         '"kind": "cris"', '"kind": "zeroshot"')), "is not a CRIS bundle"),
+    (lambda b: (b / "config.json").write_text((b / "config.json").read_text().replace(
+        '"plugins": null', '"plugins": {"ops": ["cris_edge::SimUpsample"], "library": "../libevil.so"}')),
+     'plugins.library "../libevil.so" must be a plain file name'),
+    (lambda b: ((b / "text.onnx").rename(b / "elsewhere.onnx"), (b / "text.onnx").symlink_to(b / "elsewhere.onnx")),
+     "text.onnx: missing"),
     (lambda b: (b / "bpe_simple_vocab_16e6.txt.gz").write_bytes(b"x" * (b / "bpe_simple_vocab_16e6.txt.gz").stat().st_size),
      "is not a gzip file"),
-], ids=["truncated", "missing", "version", "json", "no_config", "format", "kind", "vocab"])
+], ids=["truncated", "missing", "version", "json", "no_config", "format", "kind", "plugin_path", "symlink", "vocab"])
 def test_refuses_a_damaged_bundle_naming_the_problem(build_dir, onnx_bundle, tmp_path, edit, message):
     result = _check(build_dir, _damaged(onnx_bundle, tmp_path / "bundle", edit))
     assert result.returncode == 1 and message in result.stdout, result.stdout

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.slow,  # the fixture compiles the libraries (nvcc, g++
                   not torch.cuda.is_available(),
                   reason="no CUDA GPU (torch.cuda.is_available() is False): these tests need a GPU machine")]
 
+from cris_edge.paths import LibraryNotFoundError
 from cris_edge.kernels import affine, build, host, library, reference  # noqa: E402
 from cris_edge.kernels import torch_ops  # noqa: E402,F401  (registers the ops)
 from cris_edge.runtime.postprocess import mask_iou  # noqa: E402
@@ -45,7 +46,7 @@ def libraries(tmp_path_factory):
             mp.setenv("CRIS_EDGE_KERNELS_LIB", str(path))
         try:
             library.kernels_library()
-        except library.LibraryNotFoundError as exc:
+        except LibraryNotFoundError as exc:
             pytest.skip(str(exc))
         if shutil.which("g++"):
             out = tmp_path_factory.getbasetemp() / "cris_kernels_host"

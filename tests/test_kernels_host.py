@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cris_edge.paths import LibraryNotFoundError
 from cris_edge.kernels import affine, build, host, library, reference
 from cris_edge.runtime.postprocess import logits_to_prob, mask_iou
 from cris_edge.runtime.preprocess import CLIP_STD, letterbox_matrices, preprocess
@@ -160,5 +161,5 @@ def test_errors_are_reported():
 
 def test_missing_library_says_how_to_build(monkeypatch, tmp_path):
     monkeypatch.setenv("CRIS_EDGE_HOST_LIB", str(tmp_path / "absent.so"))
-    with pytest.raises(library.LibraryNotFoundError, match="python -m cris_edge.kernels.build"):
+    with pytest.raises(LibraryNotFoundError, match="python -m cris_edge.kernels.build"):
         library.host_library()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from cris_edge import paths
@@ -45,7 +43,3 @@ def test_write_atomically_replaces_whole_files_and_leaves_no_temporary(tmp_path)
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
     assert paths.write_atomically(tmp_path / "new" / "x", "data").read_text() == "data"  # parents made
-
-
-def test_checkout_build_is_the_repository_build_directory():
-    assert paths.CHECKOUT_BUILD == Path(__file__).resolve().parent.parent / "build"

@@ -304,8 +304,12 @@ def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
     assert seg.backend.startswith("onnxruntime") and "TensorRT not used" in seg.backend_reason
     with pytest.raises(BackendUnavailableError):
         Segmenter(with_engines, backend="tensorrt")
+    size = config.input_size
+    prob_head = dataclasses.replace(config.graphs["head"],
+                                    outputs=(bundle_format.TensorSpec("prob", "float32", ("batch", 1, size, size)),))
     plugin = _edited_bundle(bundles["fp32"], tmp_path / "plugin", head_output="plugin",
-                            plugins=bundle_format.Plugins(("cris_edge::SimUpsample",), "libcris_edge_trt_plugin.so"))
+                            plugins=bundle_format.Plugins(("cris_edge::SimUpsample",), "libcris_edge_trt_plugin.so"),
+                            graphs={**config.graphs, "head": prob_head})
     with pytest.raises(BackendUnavailableError, match="SimUpsample TensorRT plugin node"):
         Segmenter(plugin)
     with pytest.raises(BundleError, match="ONNX Runtime cannot run"):

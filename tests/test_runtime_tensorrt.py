@@ -116,9 +116,16 @@ def test_find_gpu_asks_cuda_python_then_nvidia_smi(monkeypatch, tmp_path):
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(cuda, "device_count", lambda: 0)  # cuda-python absent or without a driver
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    assert cuda.find_gpu() is None  # two GPUs: nvidia-smi's PCI order need not be CUDA's
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     assert cuda.find_gpu() == cuda.GpuInfo("NVIDIA H200", "9.0")
     assert cuda.find_gpu(1) == cuda.GpuInfo("NVIDIA L4", "8.9")
     assert cuda.find_gpu(2) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # a mask nvidia-smi does not apply
+    assert cuda.find_gpu() is None
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert cuda.find_gpu() is None
 

@@ -25,8 +25,6 @@ from cris_edge.runtime.postprocess import (
     upsample_bicubic_align_corners,
 )
 from cris_edge.runtime.preprocess import (
-    CLIP_MEAN,
-    CLIP_STD,
     Letterbox,
     letterbox_matrices,
     preprocess,

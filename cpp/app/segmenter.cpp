@@ -115,10 +115,15 @@ Segmenter::Segmenter(const std::string& bundle_dir, const std::string& fallback_
     if (!m.runtime) throw std::runtime_error("TensorRT createInferRuntime failed");
     if (!config_.plugin_library.empty()) {
         const char* env = std::getenv("CRIS_EDGE_TRT_PLUGIN");
-        const std::vector<std::string> candidates =
-            env && *env ? std::vector<std::string>{env}
-                        : std::vector<std::string>{config_.path(config_.plugin_library),
-                                                   fallback_dir + "/" + config_.plugin_library};
+        // The device owner's variable; else the bundle's copy only when the bundle lists it (its size
+        // checked); else beside this program. Never a path the bundle names.
+        std::vector<std::string> candidates;
+        if (env && *env) {
+            candidates = {env};
+        } else {
+            if (config_.files.count(config_.plugin_library)) candidates.push_back(config_.path(config_.plugin_library));
+            candidates.push_back(fallback_dir + "/" + config_.plugin_library);
+        }
         std::string found, looked;
         for (const std::string& p : candidates) {
             looked += (looked.empty() ? "" : ", ") + p;

@@ -60,6 +60,13 @@ std::array<double, 3> triple(const Json& v, const std::string& what) {
     return {a[0].as_number(what), a[1].as_number(what), a[2].as_number(what)};
 }
 
+// A file the config names must be a plain name inside the bundle: no directory, not hidden.
+void plain_name(const std::string& name, const std::string& where) {
+    const bool ok = !name.empty() && name[0] != '.' && name.find('/') == std::string::npos &&
+                    name.find('\\') == std::string::npos;
+    if (!ok) throw BundleError(where + " \"" + name + "\" must be a plain file name inside the bundle (no directories)");
+}
+
 BundleConfig parse(const Json& root, const std::string& dir, const std::string& path) {
     BundleConfig c;
     c.dir = dir;
@@ -92,12 +99,21 @@ BundleConfig parse(const Json& root, const std::string& dir, const std::string& 
     if (c.head_output != "logits" && c.head_output != "features" && c.head_output != "plugin")
         throw BundleError(path + ": unknown head_output \"" + c.head_output + "\" (logits, features or plugin)");
     const Json* plugins = root.find("plugins");
-    if (plugins && !plugins->is_null()) c.plugin_library = text_of(*plugins, "library", "plugins");
+    if (plugins && !plugins->is_null()) {
+        c.plugin_library = text_of(*plugins, "library", "plugins");
+        plain_name(c.plugin_library, path + ": plugins.library");
+    }
     for (const auto& [name, g] : member(root, "graphs", path).as_object("graphs"))
         c.graphs.emplace(name, graph(g, "graphs." + name));
     for (const char* name : {"text", "visual", "head"})
         if (!c.graphs.count(name)) throw BundleError(path + " has no graph \"" + name + "\"");
+    plain_name(c.vocabulary, path + ": vocabulary");
+    for (const auto& [name, g] : c.graphs) {
+        plain_name(g.onnx, path + ": graphs." + name + ".onnx");
+        if (g.has_engine) plain_name(g.engine.file, path + ": graphs." + name + ".engine.file");
+    }
     for (const auto& [name, f] : member(root, "files", path).as_object("files")) {
+        plain_name(name, path + ": files");
         FileInfo info;
         info.sha256 = text_of(f, "sha256", "files." + name);
         info.bytes = member(f, "bytes", "files." + name).as_int("files." + name + ".bytes");
@@ -118,7 +134,7 @@ void check_files(const BundleConfig& c) {
     }
     for (const auto& [name, f] : c.files) {
         struct stat st {};
-        if (stat(c.path(name).c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+        if (lstat(c.path(name).c_str(), &st) != 0 || !S_ISREG(st.st_mode))  // a link is not a bundle file
             problems += "\n  " + name + ": missing";
         else if (st.st_size != f.bytes)
             problems += "\n  " + name + ": " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(f.bytes) +

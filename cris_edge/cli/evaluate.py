@@ -20,7 +20,7 @@ from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
 from ..paths import atomic_output, check_not_input, check_writable, remove_stale_temporaries
 from .common import UsageError, run_command
-from .extras import missing_extra
+from ..extras import missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:

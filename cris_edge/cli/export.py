@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from ..paths import check_writable
 from .common import UsageError, run_command
-from .extras import missing_extra
+from ..extras import missing_extra
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                    "TensorRT and a GPU are present")
     p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit (default: 1024)")
     p.add_argument("--cache-dir", type=Path, help="calibration and timing caches "
-                   "(default: $CRIS_EDGE_CACHE or ~/.cache/cris_edge)")
+                   "(default: $CRIS_EDGE_CACHE, else $XDG_CACHE_HOME/cris_edge, else ~/.cache/cris_edge)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 

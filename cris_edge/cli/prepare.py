@@ -12,7 +12,7 @@ import sys
 
 from ..paths import check_writable
 from .common import UsageError, run_command
-from .extras import missing_extra
+from ..extras import missing_extra
 
 #: Splits converted by default, per (dataset, split_by).
 DEFAULT_SPLITS = {("refcoco", "unc"): ("train", "val", "testA", "testB"),

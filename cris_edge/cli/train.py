@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..paths import check_writable
 from .common import UsageError, run_command
-from .extras import missing_extra
+from ..extras import missing_extra
 
 
 def build_parser() -> argparse.ArgumentParser:

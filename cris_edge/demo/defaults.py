@@ -1,7 +1,7 @@
 """What ``cris-demo`` runs when given nothing: the shipped demo model, exported once to a cached
 ONNX bundle, on a synthetic scene video it renders itself.
 
-The bundle lives in ``<cache>/bundles/`` (``$CRIS_EDGE_CACHE``, else ``~/.cache/cris_edge``)
+The bundle lives in ``<cache>/bundles/`` (`cris_edge.paths.cache_dir`)
 under the checkpoint's sha256, so a new demo model gets a new bundle; it is written through the
 export API, which builds it in a staging directory and renames it into place (atomic: an
 interrupted first run leaves nothing half-written). FP32, because ONNX Runtime on CPU runs it
@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from ..extras import missing_extra
 from ..paths import atomic_output, cache_dir
 
 #: The demo video: frames, frame rate and scene seed (240x320, a few seconds).
@@ -28,12 +29,12 @@ def demo_bundle(checkpoint: Optional[Path] = None, cache: Optional[Path] = None)
     on first use (about 15 s on 2 CPU cores; needs the ``[export]`` extra)."""
     from ..assets import demo_checkpoint
 
-    try:
-        from ..export.cached import cached_bundle
-        return cached_bundle(Path(checkpoint) if checkpoint else demo_checkpoint(), "fp32", cache=cache)
-    except ImportError as err:
-        raise RuntimeError(f"exporting the demo model needs the export extra ({err}): "
-                           "pip install -c constraints.txt '.[export]', or pass --engine BUNDLE") from None
+    missing = missing_extra("export", "exporting the demo model (or pass --engine BUNDLE)")
+    if missing:
+        raise RuntimeError(missing)
+    from ..export.cached import cached_bundle
+
+    return cached_bundle(Path(checkpoint) if checkpoint else demo_checkpoint(), "fp32", cache=cache)
 
 
 def demo_video(cache: Optional[Path] = None) -> tuple[Path, str]:

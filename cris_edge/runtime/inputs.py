@@ -43,7 +43,8 @@ def check_frame(frame, color: str = "bgr", where: str = "frame") -> Frame:
 
 
 def check_frames(frames) -> list[np.ndarray]:
-    """A non-empty sequence of frames (not one array) -> a list; check each with `check_frame`."""
+    """A non-empty sequence of frames (not one array) -> a list (each frame is then checked with
+    `check_frame`)."""
     if isinstance(frames, np.ndarray) or not isinstance(frames, Sequence) or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty list of frames, got {type(frames).__name__}"
                          + (" (for one frame, use run)" if isinstance(frames, np.ndarray) else ""))

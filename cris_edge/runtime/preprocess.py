@@ -42,7 +42,7 @@ class Letterbox:
 
     Attributes:
         image: ``[1, 3, H, W]`` float32 or float16, normalised RGB, ready for the network. From
-            :func:`preprocess_batch` it is a view into the batch array.
+            :func:`letterbox_frames` it is a view into the batch array.
         matrix: ``[2, 3]`` float64 affine map, frame pixels -> input pixels.
         inverse: ``[2, 3]`` float64 affine map, input pixels -> frame pixels.
         frame_size: ``(height, width)`` of the original frame.
@@ -69,12 +69,18 @@ def _size_hw(size, name: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def check_color(color) -> str:
+    """``"bgr"`` or ``"rgb"``; anything else is a ValueError."""
+    if not isinstance(color, str) or color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    return color
+
+
 def as_frame(frame: np.ndarray, color: str) -> Frame:
     """Validate a frame (uint8 ``[H, W]``, ``[H, W, 1]``, ``[H, W, 3]`` in ``color`` order or
     ``[H, W, 4]`` BGRA/RGBA, not empty) and bring it to three channels, once: a `Frame`.
     Raises ValueError naming the problem."""
-    if not isinstance(color, str) or color not in COLORS:
-        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    check_color(color)
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"frame must be a numpy.ndarray, got {type(frame).__name__}")
     if frame.dtype != np.uint8:

@@ -14,6 +14,7 @@ Segmenter per thread.
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import time
 from typing import Optional, Sequence, Union
@@ -25,7 +26,7 @@ from ..tokenizer import clean_text, get_tokenizer
 from .backends.base import Backend, Pair
 from .device import parse_device
 from .inputs import check_frame, check_frames, check_texts
-from .preprocess import Frame
+from .preprocess import Frame, check_color
 from .result import SegmentationResult
 from .selection import choose, locate, open_backend
 from .text_cache import TextCache, TextFeatures
@@ -34,7 +35,7 @@ log = logging.getLogger("cris_edge.runtime")
 
 
 def _check_threshold(threshold) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold < 1.0:
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1) (a number), got {threshold!r}")
     return float(threshold)
 
@@ -67,7 +68,8 @@ class Segmenter:
         device = parse_device(device)
         if threshold is not None:
             threshold = _check_threshold(threshold)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral)
+                                    or threads < 1):
             raise ValueError(f"threads must be a positive int or None (physical cores), got {threads!r}")
         files = locate(engine)
         if config is not None and files.is_bundle:
@@ -94,7 +96,7 @@ class Segmenter:
         info = backend.info
         self.input_size, self.word_len, self.precision = info.input_size, info.word_len, info.precision
         self.threshold = threshold
-        self._tokenizer = get_tokenizer(bundle_dir=info.vocabulary_dir)
+        self._tokenizer = get_tokenizer(info.vocabulary)
         self.text_cache = TextCache(text_cache_size)
         self._lock = threading.Lock()
 
@@ -134,6 +136,7 @@ class Segmenter:
             prompts = prompts * len(frames)
         elif len(prompts) != len(frames):
             raise ValueError(f"texts must be one str or one per frame: {len(prompts)} texts for {len(frames)} frames")
+        check_color(color)
         checked = [check_frame(frame, color, f"frames[{i}]") for i, frame in enumerate(frames)]
         return self._segment(checked, list(enumerate(prompts)), return_prob, warn_truncated)
 

@@ -99,6 +99,8 @@ def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
 def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config) -> Backend:
     """Open backend ``name`` on ``files``; BackendUnavailableError when its package is missing."""
     if name == "tensorrt":
+        if threads is not None:
+            raise ValueError("threads applies to ONNX Runtime; the TensorRT backend runs on the GPU")
         from .backends.tensorrt import TensorRTBackend
         return TensorRTBackend(files.path, files.bundle, device)
     if name == "onnxruntime":

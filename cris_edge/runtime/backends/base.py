@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...bundle import Bundle, BundleError
+from ...bundle import Bundle, BundleError, file_path
 from ...constants import CLIP_MEAN, CLIP_STD
 from ...tokenizer import TokenBatch
 from ..postprocess import features_to_logits, logits_to_prob, prob_to_frame, prob_to_mask
@@ -31,6 +31,9 @@ from ..text_cache import TextFeatures
 
 #: A (frame index, text features) pair: one head run.
 Pair = tuple[int, TextFeatures]
+#: Frames, texts and head pairs per graph run on the host backends: enough to fill the CPU's
+#: kernels, small enough that memory does not grow with the number of prompts of a call.
+HOST_MAX_BATCH = 16
 
 
 class BackendUnavailableError(RuntimeError):
@@ -40,20 +43,21 @@ class BackendUnavailableError(RuntimeError):
 @dataclass(frozen=True)
 class ModelInfo:
     """What the runtime needs to know of a model: input side ``S``, tokens per text ``L``, the
-    normalisation, the precision and the tokenizer vocabulary's bundle directory (None: the
-    installed one)."""
+    normalisation, the precision and the tokenizer vocabulary file (a bundle's own, verified;
+    None: the one installed with open_clip)."""
 
     input_size: int
     word_len: int
     mean: tuple[float, ...] = CLIP_MEAN
     std: tuple[float, ...] = CLIP_STD
     precision: str = "fp32"
-    vocabulary_dir: Optional[str] = None
+    vocabulary: Optional[str] = None
 
     @classmethod
     def from_bundle(cls, bundle_dir, bundle: Bundle) -> "ModelInfo":
         """From a bundle's `Bundle` record."""
-        return cls(bundle.input_size, bundle.word_len, bundle.mean, bundle.std, bundle.precision, str(bundle_dir))
+        return cls(bundle.input_size, bundle.word_len, bundle.mean, bundle.std, bundle.precision,
+                   str(file_path(bundle_dir, bundle, bundle.vocabulary)))
 
 
 def refuse_plugin_head(bundle_dir, bundle: Bundle, runtime: str) -> None:
@@ -124,7 +128,7 @@ class HostBackend(Backend):
     (features, frame indices, stacked text features -> float32 logits ``[N, 1, S/4, S/4]``)."""
 
     image_dtype = np.dtype(np.float32)
-    max_batch: Optional[int] = 16
+    max_batch: Optional[int] = HOST_MAX_BATCH
 
     @abstractmethod
     def _visual(self, images: np.ndarray) -> Any:

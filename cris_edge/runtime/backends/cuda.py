@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import shutil
 import subprocess
 import weakref
@@ -91,6 +92,11 @@ def find_gpu(index: int = 0) -> Optional[GpuInfo]:
 
 
 def _gpu_from_nvidia_smi(index: int = 0) -> Optional[GpuInfo]:
+    """GPU ``index`` from ``nvidia-smi``, which lists GPUs in PCI order and ignores
+    ``CUDA_VISIBLE_DEVICES``: answered only where that is CUDA's order too (one GPU and no
+    device mask, or ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` and no mask), else None."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return None
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
@@ -100,6 +106,8 @@ def _gpu_from_nvidia_smi(index: int = 0) -> Optional[GpuInfo]:
     except (subprocess.SubprocessError, OSError):
         return None
     lines = out.strip().splitlines()
+    if len(lines) > 1 and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        return None
     name, _, capability = (lines[index] if index < len(lines) else "").rpartition(",")
     return GpuInfo(name.strip(), capability.strip()) if name and capability.strip() else None
 

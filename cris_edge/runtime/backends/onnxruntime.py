@@ -15,7 +15,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from ...bundle import Bundle, BundleError, Graph, graph_path
+from ...bundle import GRAPHS, Bundle, BundleError, Graph, graph_path
 from ...tokenizer import TokenBatch
 from ..device import cuda_index
 from ..text_cache import TextFeatures
@@ -114,7 +114,7 @@ class OnnxRuntimeBackend(HostBackend):
         self.threads = int(threads) if threads else physical_cores()
         _providers(device)  # a device this onnxruntime cannot use: ValueError before any work
         self._sessions, self._outputs = {}, {}
-        for name in ("text", "visual", "head"):
+        for name in GRAPHS[bundle.kind]:
             path = graph_path(bundle_dir, bundle, name)
             try:
                 self._sessions[name] = session(path, self.threads, device)

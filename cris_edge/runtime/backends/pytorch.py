@@ -16,8 +16,8 @@ from .base import HostBackend, ModelInfo, plural
 
 
 class TorchBackend(HostBackend):
-    """``model`` (a `cris_edge.model.CRIS`, moved to ``device``; None: where it is) run in eval
-    mode under ``torch.inference_mode``; a model in training mode is put back in training mode
+    """``model`` (a `cris_edge.model.CRIS`) on ``device`` (None: where it is; another device
+    moves the model there, as ``model.to`` does) run in eval mode under ``torch.inference_mode``; a model in training mode is put back in training mode
     after each call. ``max_batch`` frames, texts and head pairs per forward pass. Threads are
     torch's own (``torch.set_num_threads``, a process-wide setting, is left to the caller)."""
 

@@ -125,6 +125,8 @@ class TensorRTBackend(Backend):
     def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
         cuda.call(cuda.runtime().cudaSetDevice(self._device))
         engine, n = self._text, len(tokens.tokens)
+        if not 1 <= n <= engine.max_batch:
+            raise ValueError(f"{n} texts for a text engine of batch 1..{engine.max_batch}: run them in batches")
         feeds = {"tokens": tokens.tokens, "eot_index": tokens.eot_index}
         specs = (*engine.inputs, *engine.outputs)
         host = self._buffer("text_io", sum(engine.max_batch * s.item_bytes for s in specs), pinned=True)

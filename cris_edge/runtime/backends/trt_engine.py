@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the runtime import happens in the backend, after a GPU is f
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class EngineTensor:
     """An engine I/O tensor: numpy dtype and shape of one batch item (``item``)."""
 
     name: str
@@ -64,15 +64,15 @@ class TrtEngine:
             self.bind(name, buffer.ptr)
         self._batch = self.max_batch
 
-    def _spec(self, trt: ModuleType, name: str) -> TensorSpec:
+    def _spec(self, trt: ModuleType, name: str) -> EngineTensor:
         # Dims iterates through __getitem__; the 10.13 stubs declare no __iter__
         shape: tuple[int, ...] = tuple(self.context.get_tensor_shape(name))  # type: ignore[arg-type]
         if len(shape) == 0 or any(d < 0 for d in shape[1:]):
             raise BundleError(f"engine tensor {name!r} has shape {shape}: only the batch may be dynamic")
-        return TensorSpec(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape[1:])
+        return EngineTensor(name, np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape[1:])
 
-    def spec(self, name: str) -> TensorSpec:
-        """The `TensorSpec` of tensor ``name``."""
+    def spec(self, name: str) -> EngineTensor:
+        """The `EngineTensor` of tensor ``name``."""
         return next(s for s in (*self.inputs, *self.outputs) if s.name == name)
 
     def bind(self, name: str, ptr: int) -> None:

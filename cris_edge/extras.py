@@ -7,8 +7,8 @@ import importlib.util
 from typing import Optional, Sequence
 
 #: The packages each extra brings that the commands import.
-EXTRAS = {"torch": ("torch",), "export": ("torch", "onnx", "onnxruntime", "onnxscript"),
-          "train": ("torch", "lmdb", "pycocotools"), "onnxruntime": ("onnxruntime",)}
+EXTRAS = {"torch": ("torch", "open_clip"), "export": ("torch", "open_clip", "onnx", "onnxruntime", "onnxscript"),
+          "train": ("torch", "open_clip", "lmdb", "pycocotools"), "onnxruntime": ("onnxruntime",)}
 
 
 def missing_extra(extra: str, what: str, modules: Optional[Sequence[str]] = None) -> Optional[str]:

@@ -326,8 +326,8 @@ def save_checkpoint(path: PathLike, model: torch.nn.Module, config: Mapping[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config),
                "state_dict": {k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

@@ -142,6 +142,15 @@ def prob_to_mask(prob_frame: np.ndarray, threshold: float = THRESHOLD) -> np.nda
     return (np.asarray(prob_frame, dtype=np.float32) > float(threshold)).view(np.uint8)
 
 
+def mask_score(mask: np.ndarray, prob_frame: np.ndarray) -> float:
+    """The mean probability inside ``mask`` (probabilities clipped to [0, 1], as
+    `SegmentationResult.prob`), in [0, 1]; 0.0 for an empty mask."""
+    inside = np.asarray(prob_frame, dtype=np.float32)[np.asarray(mask).astype(bool, copy=False)]
+    if inside.size == 0:
+        return 0.0
+    return float(np.clip(inside, 0.0, 1.0).mean(dtype=np.float64))
+
+
 def logits_to_mask(
     logits: np.ndarray,
     inverse: np.ndarray,

@@ -25,9 +25,14 @@ class SegmentationResult:
             this result: every result of a multi-prompt `run` or a `run_batch` carries the same
             dict (the visual graph ran once for all of them). ``"text"`` is near zero when the
             prompt's features came from the cache. GPU stages are measured with CUDA events.
+        score: the mean probability inside the mask, in [0, 1] (of the clipped probabilities,
+            computed whether or not ``prob`` was asked for); 0.0 for an empty mask. A low score
+            says the model is unsure the prompt's object is there at all: threshold it to drop
+            such results.
     """
 
     text: str
     mask: np.ndarray
     prob: Optional[np.ndarray] = None
     timings: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0

@@ -149,19 +149,20 @@ class Segmenter:
             features = self._text_features([t for _, t in requests], warn_truncated)
             text_ms = 1e3 * (time.perf_counter() - start)
             step = self._backend.max_batch or len(frames)
-            masks, probs, timings = [], [], {"text": text_ms}
+            masks, probs, scores, timings = [], [], [], {"text": text_ms}
             for first in range(0, len(frames), step):  # frames beyond the backend's batch: several passes
                 pairs: list[Pair] = [(i - first, features[k]) for k, (i, _) in enumerate(requests)
                                      if first <= i < first + step]
                 out = self._backend.segment(frames[first:first + step], pairs, self.threshold, want_prob)
                 masks += out.masks
                 probs += out.probs
+                scores += out.scores
                 for stage, ms in out.timings.items():
                     timings[stage] = timings.get(stage, 0.0) + ms
             timings["total"] = 1e3 * (time.perf_counter() - start)
         return [SegmentationResult(text, mask, None if prob is None else np.clip(prob, 0.0, 1.0, out=prob),
-                                   dict(timings))
-                for (_, text), mask, prob in zip(requests, masks, probs)]
+                                   dict(timings), score)
+                for (_, text), mask, prob, score in zip(requests, masks, probs, scores)]
 
     def _text_features(self, texts: list[str], warn_truncated: bool) -> list[TextFeatures]:
         """Features of ``texts`` from the cache, running the text graph on the misses (at most

@@ -25,7 +25,7 @@ import numpy as np
 from ...bundle import Bundle, BundleError, file_path
 from ...constants import CLIP_MEAN, CLIP_STD
 from ...tokenizer import TokenBatch
-from ..postprocess import features_to_logits, logits_to_prob, prob_to_frame, prob_to_mask
+from ..postprocess import features_to_logits, logits_to_prob, mask_score, prob_to_frame, prob_to_mask
 from ..preprocess import Frame, letterbox_frames
 from ..text_cache import TextFeatures
 
@@ -81,12 +81,14 @@ def head_to_logits(head_output: str, outputs: Sequence[np.ndarray]) -> np.ndarra
 
 @dataclass
 class Output:
-    """`Backend.segment`'s result: per pair a uint8 ``[H, W]`` mask and (if asked) a float32
-    ``[H, W]`` probability map, and milliseconds per stage."""
+    """`Backend.segment`'s result: per pair a uint8 ``[H, W]`` mask, (if asked) a float32
+    ``[H, W]`` probability map and the mask's score (`postprocess.mask_score`: the mean clipped
+    probability inside the mask, 0.0 when empty), and milliseconds per stage."""
 
     masks: list[np.ndarray]
     probs: list[Optional[np.ndarray]]
     timings: dict[str, float]
+    scores: list[float]
 
 
 def plural(n: int, noun: str) -> str:
@@ -95,11 +97,12 @@ def plural(n: int, noun: str) -> str:
 
 
 def to_frame(prob: np.ndarray, inverse: np.ndarray, frame_hw: tuple[int, int], threshold: float,
-             want_prob: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+             want_prob: bool) -> tuple[np.ndarray, Optional[np.ndarray], float]:
     """Input-size probabilities ``[S, S]`` -> (uint8 ``[H, W]`` mask, float32 ``[H, W]``
-    probabilities or None): the official inverse letterbox warp and threshold."""
+    probabilities or None, the mask's score): the official inverse letterbox warp and threshold."""
     prob = prob_to_frame(prob, inverse, frame_hw)
-    return prob_to_mask(prob, threshold), (prob if want_prob else None)
+    mask = prob_to_mask(prob, threshold)
+    return mask, (prob if want_prob else None), mask_score(mask, prob)
 
 
 class Backend(ABC):
@@ -147,7 +150,7 @@ class HostBackend(Backend):
         features = self._visual(images)
         timings = {"preprocess": 1e3 * (t_pre - start), "visual": 1e3 * (time.perf_counter() - t_pre),
                    "head": 0.0, "postprocess": 0.0}
-        masks, probs = [], []
+        masks, probs, scores = [], [], []
         step = self.max_batch or len(pairs)
         for first in range(0, len(pairs), step):  # the head on at most max_batch pairs at a time
             t_head = time.perf_counter()
@@ -158,10 +161,11 @@ class HostBackend(Backend):
             t_post = time.perf_counter()
             for k, i in enumerate(index):
                 box = boxes[i]
-                mask, prob = to_frame(logits_to_prob(logits[k], box.input_size), box.inverse, box.frame_size,
-                                      threshold, want_prob)
+                mask, prob, score = to_frame(logits_to_prob(logits[k], box.input_size), box.inverse,
+                                             box.frame_size, threshold, want_prob)
                 masks.append(mask)
                 probs.append(prob)
+                scores.append(score)
             timings["head"] += 1e3 * (t_post - t_head)
             timings["postprocess"] += 1e3 * (time.perf_counter() - t_post)
-        return Output(masks, probs, timings)
+        return Output(masks, probs, timings, scores)

@@ -5,8 +5,9 @@ Per call, on one CUDA stream: frames go from pinned host buffers to the GPU and 
 Preprocess kernel into the visual engine's input (or, without the kernels library, are
 pre-processed in numpy and copied); the visual engine runs once for all prompts; the head engine
 reads the visual outputs in place (or gathers them per prompt) and the cached text features;
-then SimUpsample writes each uint8 mask at the frame's size (``head_output`` "features"), or the
-logits / probabilities come back and the official numpy post-processing finishes them. One
+then SimUpsample writes each uint8 mask and its probabilities (for the score) at the frame's
+size (``head_output`` "features"), or the logits / probabilities come back and the official
+numpy post-processing finishes them. One
 synchronisation per call. Repeated calls with the same shapes (a stream at batch 1) are replayed
 as a CUDA graph; stages are timed with CUDA events (recorded inside the graph too).
 
@@ -28,7 +29,7 @@ import numpy as np
 from ...bundle import Bundle, BundleError, graph_path
 from ...tokenizer import TokenBatch
 from ..device import cuda_index
-from ..postprocess import logits_to_prob
+from ..postprocess import logits_to_prob, mask_score
 from ..preprocess import Frame, letterbox_frames, letterbox_matrices
 from ..text_cache import TextFeatures
 from . import cuda, fused
@@ -185,13 +186,13 @@ class TensorRTBackend(Backend):
             chunks.append(_Chunk(start, frames, frames == tuple(range(n_frames))))
         return chunks
 
-    def _output_layout(self, frames: list[_Frame], pairs: Sequence[Pair], want_prob: bool) -> dict[str, list[int]]:
-        """Byte offsets of each pair's outputs in the result buffers (grown to fit)."""
+    def _output_layout(self, frames: list[_Frame], pairs: Sequence[Pair]) -> dict[str, list[int]]:
+        """Byte offsets of each pair's outputs in the result buffers (grown to fit). On the GPU
+        path SimUpsample writes the probabilities too, always: every result's score needs them."""
         if self._gpu_post:
             sizes = {"mask": [frames[i].hw[0] * frames[i].hw[1] for i, _ in pairs]}
-            if want_prob:
-                itemsize = self._head.spec("z_v").dtype.itemsize
-                sizes["prob"] = [s * itemsize for s in sizes["mask"]]
+            itemsize = self._head.spec("z_v").dtype.itemsize
+            sizes["prob"] = [s * itemsize for s in sizes["mask"]]
         else:
             sizes = {s.name: [s.item_bytes] * len(pairs) for s in self._head.outputs}
         layout = {}
@@ -265,7 +266,7 @@ class TensorRTBackend(Backend):
         while j < n:
             frame = frames[chunk.frames[j]]
             m = next((e for e in range(j + 1, n) if chunk.frames[e] != chunk.frames[j]), n) - j
-            for name in layout:  # "mask", and "prob" when asked for
+            for name in layout:  # "mask" and "prob"
                 offset = layout[name][chunk.start + j]
                 fused.sim_upsample(self._kernels, head.buffers["z_v"].ptr + j * z_v.item_bytes,  # type: ignore[arg-type]
                                    weight.ptr + j * weight_bytes, bias.ptr + j * itemsize, z_v.dtype, m, channels,
@@ -308,34 +309,37 @@ class TensorRTBackend(Backend):
         host_pre = time.perf_counter() - start
         text = self._stage_text(pairs)
         chunks = self._chunks(pairs, len(staged))
-        layout = self._output_layout(staged, pairs, want_prob)
+        layout = self._output_layout(staged, pairs)
         self._bind(chunks[0])
-        key = None if len(chunks) > 1 else (tuple((f.hw, f.bgr) for f in staged), chunks[0], bool(want_prob),
-                                            float(threshold), self._kernels is None)
+        key = None if len(chunks) > 1 else (tuple((f.hw, f.bgr) for f in staged), chunks[0], float(threshold),
+                                            self._kernels is None)
         self._launch(key, lambda: self._enqueue(staged, chunks, text, layout, threshold))
         self._stream.synchronize()
         timings = self._timer.elapsed()
         finish = time.perf_counter()
-        masks, probs = self._finish(staged, pairs, layout, threshold, want_prob)
+        masks, probs, scores = self._finish(staged, pairs, layout, threshold, want_prob)
         timings["preprocess"] += 1e3 * host_pre
         timings["postprocess"] += 1e3 * (time.perf_counter() - finish)
-        return Output(masks, probs, timings)
+        return Output(masks, probs, timings, scores)
 
     # -- segment: results ----------------------------------------------------------------------
     def _finish(self, frames: list[_Frame], pairs: Sequence[Pair], layout: dict, threshold: float,
-                want_prob: bool) -> tuple[list, list]:
-        """Masks (and probabilities) out of pinned memory; for logits, probabilities or features
-        without the kernels library, the official numpy post-processing first."""
+                want_prob: bool) -> tuple[list, list, list]:
+        """Masks, probabilities (if asked) and scores out of pinned memory; for logits,
+        probabilities or features without the kernels library, the official numpy
+        post-processing first."""
         n = len(pairs)
         if self._gpu_post:
-            masks, probs = [], []
+            masks, probs, scores = [], [], []
             dtype = self._head.spec("z_v").dtype
             for p, (i, _) in enumerate(pairs):
                 hw = frames[i].hw
-                masks.append(self._buffers["out_mask"].view(np.uint8, hw, layout["mask"][p]).copy())
-                probs.append(self._buffers["out_prob"].view(dtype, hw, layout["prob"][p]).astype(np.float32)
-                             if want_prob else None)
-            return masks, probs
+                mask = self._buffers["out_mask"].view(np.uint8, hw, layout["mask"][p]).copy()
+                prob = self._buffers["out_prob"].view(dtype, hw, layout["prob"][p]).astype(np.float32)
+                masks.append(mask)
+                probs.append(prob if want_prob else None)
+                scores.append(mask_score(mask, prob))
+            return masks, probs, scores
         out = {s.name: self._buffers[f"out_{s.name}"].view(s.dtype, (n, *s.item)) for s in self._head.outputs}
         size = self.info.input_size
         if self.head_output == "plugin":
@@ -345,7 +349,7 @@ class TensorRTBackend(Backend):
             prob = [logits_to_prob(logits[p], size) for p in range(n)]
         results = [to_frame(prob[p], frames[i].inverse, frames[i].hw, threshold, want_prob)
                    for p, (i, _) in enumerate(pairs)]
-        return [m for m, _ in results], [q for _, q in results]
+        return [m for m, _, _ in results], [q for _, q, _ in results], [s for _, _, s in results]
 
     def close(self) -> None:
         self._graph = None

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from cris_edge import bundle as bundle_format
@@ -16,6 +18,7 @@ from cris_edge.cli import common
 from cris_edge.cli.demo import main as cris_demo
 from cris_edge.cli.evaluate import main as cris_eval
 from cris_edge.cli.export import main as cris_export
+from cris_edge.cli.predict import main as cris_predict
 from cris_edge.cli.prepare import main as cris_prepare
 from cris_edge.cli.train import main as cris_train
 from cris_edge.data.synthetic import render_video
@@ -25,7 +28,7 @@ from cris_edge.paths import OutputError, atomic_output, check_not_input, check_w
 from bundle_samples import make_bundle
 
 CLIS = {"cris-train": cris_train, "cris-eval": cris_eval, "cris-export": cris_export, "cris-demo": cris_demo,
-        "cris-prepare": cris_prepare}
+        "cris-prepare": cris_prepare, "cris-predict": cris_predict}
 ROOT = os.geteuid() == 0
 DEAD = 99_999_999  # above any pid_max: the process of a killed writer, long gone
 
@@ -201,6 +204,8 @@ def test_an_unwritable_directory_is_permission_denied(tmp_path, capsys):
 # ------------------------------------------------------------------ CLIs: bad values, exit 2
 def test_unwritable_outputs_fail_before_any_work(not_a_dir, capsys):
     bad = str(not_a_dir / "x")
+    image = not_a_dir.parent / "image.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     cases = [
         ("cris-eval", ["--dataset", "synthetic", "--num-samples", "2", "--json", bad + ".json"], "--json"),
         ("cris-train", ["--config", "cris_tiny", "--output-dir", bad], "--output-dir"),
@@ -208,6 +213,7 @@ def test_unwritable_outputs_fail_before_any_work(not_a_dir, capsys):
         ("cris-export", ["--precision", "fp32", "--output", bad, "--quiet"], "--output"),
         ("cris-export", ["--precision", "fp32", "--cache-dir", bad, "--quiet"], "--cache-dir"),
         ("cris-demo", ["--no-display", "--output", bad + ".mp4"], "--output"),
+        ("cris-predict", ["--source", str(image), "--text", "the dog", "--output", bad], "--output"),
     ]
     for prog, argv, option in cases:
         assert CLIS[prog](argv) == 2, (prog, argv)

@@ -107,6 +107,46 @@ def test_no_gpu_or_cuda_python_means_zero_devices_not_an_error():
     assert cuda.device_count() == 0  # cuda-python 12.x raises without a driver; 13.x returns an error
 
 
+def test_gpu_post_processing_always_brings_back_the_probabilities_for_the_scores():
+    """The fused SimUpsample path's host side, on pinned buffers faked with numpy (no GPU): the
+    layout always holds the probabilities, and `_finish` scores every mask from them (clipped),
+    returning the probabilities only when asked."""
+    from types import SimpleNamespace
+
+    from cris_edge.runtime.backends.tensorrt import TensorRTBackend
+
+    class Buffer:
+        def __init__(self, nbytes: int):
+            self.raw = np.zeros(nbytes, np.uint8)
+
+        def view(self, dtype, shape, offset=0):
+            n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            return self.raw[offset:offset + n].view(dtype).reshape(shape)
+
+    backend = TensorRTBackend.__new__(TensorRTBackend)
+    backend._gpu_post, backend._buffers = True, {}
+    backend._head = SimpleNamespace(spec=lambda name: SimpleNamespace(dtype=np.dtype(np.float16)))
+    backend._buffer = lambda name, nbytes, pinned: backend._buffers.setdefault(name, Buffer(nbytes))
+    frames = [SimpleNamespace(hw=(3, 4)), SimpleNamespace(hw=(2, 5))]
+    pairs = [(0, None), (1, None), (0, None)]
+    layout = backend._output_layout(frames, pairs)
+    assert set(layout) == {"mask", "prob"}
+    rng, probs = np.random.default_rng(0), []
+    for p, (i, _) in enumerate(pairs):
+        prob = rng.random(frames[i].hw).astype(np.float16) if p != 1 else np.full(frames[i].hw, 0.1, np.float16)
+        prob[0, 0] = 1.25 if p != 1 else 0.1  # the bicubic overshoot: clipped in the score
+        backend._buffers["out_prob"].view(np.float16, frames[i].hw, layout["prob"][p])[:] = prob
+        backend._buffers["out_mask"].view(np.uint8, frames[i].hw, layout["mask"][p])[:] = prob > 0.35
+        probs.append(prob.astype(np.float32))
+    for want_prob in (False, True):
+        masks, got, scores = backend._finish(frames, pairs, layout, 0.35, want_prob)
+        for mask, prob, returned, score in zip(masks, probs, got, scores):
+            inside = mask.astype(bool)
+            assert score == pytest.approx(float(np.clip(prob, 0, 1)[inside].mean()) if inside.any() else 0.0)
+            assert (returned is None) != want_prob and (returned is None or np.array_equal(returned, prob))
+        assert scores[1] == 0.0 and 0.0 < scores[0] <= 1.0
+
+
 def test_find_gpu_asks_cuda_python_then_nvidia_smi(monkeypatch, tmp_path):
     monkeypatch.setattr(cuda, "device_count", lambda: 1)
     monkeypatch.setattr(cuda, "gpu_info", lambda index: ("Orin", "8.7"))
@@ -173,6 +213,8 @@ def test_tensorrt_masks_agree_with_onnxruntime(engine_bundles, precision, head_o
             assert a.mask.shape == sample.image.shape[:2] and a.prob.dtype == np.float32
             assert np.abs(a.prob - b.prob).max() <= (2e-3 if precision == "fp32" else 2e-2)
             assert mask_iou(a.mask, b.mask) >= (0.99 if precision == "fp32" else 0.98)
+            inside = a.mask.astype(bool)  # the score: on the GPU path from SimUpsample's probabilities
+            assert a.score == pytest.approx(float(a.prob[inside].mean()) if inside.any() else 0.0, rel=1e-5)
 
 
 @pytest.mark.slow

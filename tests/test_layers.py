@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,11 @@ def test_the_rules_can_fail():
     assert "cris_edge.bundle" in GRAPH["cris_edge.export.pipeline"]
     assert "cris_edge.model" in GRAPH["cris_edge.export.pipeline"]
     assert any(_within(m, "cris_edge.model") for m in GRAPH["cris_edge.runtime.backends.pytorch"])
+
+
+@pytest.mark.slow
+def test_importing_the_demo_command_loads_no_numpy():
+    """cris-demo sets OPENBLAS_NUM_THREADS=1 before numpy loads (else OpenBLAS's threads contend
+    with ONNX Runtime's on small CPUs): nothing its module imports may load numpy."""
+    code = "import sys, cris_edge.cli.demo; sys.exit('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

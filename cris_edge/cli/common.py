@@ -22,8 +22,6 @@ import argparse
 import sys
 from typing import Callable, Optional, Sequence
 
-from ..data.records import DatasetError
-
 EXIT_FAILURE = 1
 EXIT_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -37,12 +35,15 @@ class UsageError(Exception):
     """Bad input that a command line found itself (exit 2, the message as the one line)."""
 
 
-#: Exceptions that mean bad input (exit 2): the library's own (BundleError, OutputError and
-#: configuration errors are ValueErrors; DatasetError), a path that is missing or in the way,
-#: a missing extra (ImportError).
-INPUT_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError, DatasetError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-    IsADirectoryError, PermissionError, ImportError)
+def input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (exit 2): the library's own (BundleError, OutputError and
+    configuration errors are ValueErrors; DatasetError), a path that is missing or in the way, a
+    missing extra (ImportError). Resolved when an error is reported, so that importing a command
+    line loads no numpy (cris-demo sets OPENBLAS_NUM_THREADS before numpy loads)."""
+    from ..data.records import DatasetError
+
+    return (UsageError, DatasetError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError, PermissionError, ImportError)
 #: Failures at run time that are reported in one line without a type name (exit 1).
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, OSError)
 
@@ -58,7 +59,7 @@ def add_debug(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def report(prog: str, err: BaseException) -> int:
     """Print ``err`` as one line on standard error; its exit code."""
     message = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, INPUT_ERRORS):
+    if isinstance(err, input_errors()):
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_INPUT
     if isinstance(err, RUNTIME_ERRORS):

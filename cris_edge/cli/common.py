@@ -19,6 +19,7 @@ output path fails in a second, not after the work.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -70,11 +71,23 @@ def report(prog: str, err: BaseException) -> int:
     return EXIT_FAILURE
 
 
+_RST_ROLE = re.compile(r":(?:func|mod|class|meth|attr|data|obj|exc|ref):`~?([^`]*)`")
+
+
+def plain_text(text: Optional[str]) -> Optional[str]:
+    """``text`` (a description or epilog, often a module docstring) without reStructuredText markup:
+    roles such as ``:func:`name``` become ``name``, double backquotes are dropped."""
+    if text is None:
+        return None
+    return _RST_ROLE.sub(r"\1", text).replace("``", "")
+
+
 def run_command(prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int],
                 argv: Optional[Sequence[str]] = None, intermixed: bool = False) -> int:
     """Parse ``argv`` with ``parser`` (``--debug`` added) and run ``body(args)``, its errors
     mapped to one line and an exit code as the module says."""
     add_debug(parser)
+    parser.description, parser.epilog = plain_text(parser.description), plain_text(parser.epilog)
     args = parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
     try:
         return body(args)

@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(one colour each), or separate them with ';' (default with the synthetic video: its target)")
     p.add_argument("--engine", help="bundle directory, .engine, .onnx or PyTorch checkpoint (default: the shipped "
                    "demo model, exported once to a cached ONNX bundle)")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"))
+    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
+                   help="runtime backend: auto (default: the best available), tensorrt, onnxruntime or pytorch")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the model's, 0.35)")
     p.add_argument("--output", type=Path, help=f"write the annotated video here (.mp4); default without a window: "

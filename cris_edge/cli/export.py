@@ -18,7 +18,10 @@ from ..extras import missing_extra
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""),
+    # --precision is required unless --engine-only is given (checked in _check_options): the usage says so.
+    usage = ("%(prog)s (--precision {fp32,fp16,int8} | --engine-only BUNDLE) [--checkpoint CHECKPOINT]\n"
+             "                   [--config CONFIG] [--output OUTPUT] [other options below]")
+    p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""), usage=usage,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="CRIS checkpoint (official, ours or a state dict); "
                    "default: the shipped demo model")
@@ -40,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: $CRIS_EDGE_TRT_PLUGIN, else build/ of the checkout)")
     p.add_argument("--max-batch", type=int, help="largest batch of the engines' optimisation profile "
                    "(default 8; with --engine-only, the bundle's)")
-    p.add_argument("--output", type=Path, help="bundle directory (default: bundles/<checkpoint>_<precision>)")
+    p.add_argument("--output", type=Path, help="bundle directory (default: bundles/<checkpoint>_<precision>, "
+                   "INT8: bundles/<checkpoint>_int8_<placement>)")
     p.add_argument("--engine-only", type=Path, metavar="BUNDLE",
                    help="build the TensorRT engines of an existing bundle on this machine")
     p.add_argument("--no-engines", action="store_true", help="write the ONNX bundle only, even where "
@@ -84,7 +88,10 @@ def _check_options(args) -> None:
 
 def _output(args) -> Path:
     stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
-    return args.output or Path("bundles") / f"{stem}_{args.precision}"
+    # An INT8 bundle's name carries its Q/DQ placement: exporting the other placement next does not
+    # silently replace the first.
+    suffix = f"{args.precision}_{args.int8_placement}" if args.precision == "int8" else args.precision
+    return args.output or Path("bundles") / f"{stem}_{suffix}"
 
 
 def _main(args) -> int:

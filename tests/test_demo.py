@@ -194,6 +194,26 @@ def test_overlay_colours_the_masks_and_outlines_them():
     assert (out[:5, :40] != frame[:5, :40]).any()
 
 
+def test_hud_is_small_and_translucent_on_a_small_frame():
+    lines = hud_lines(30.0, "onnxruntime", {"visual": 3.0, "head": 1.5}, ["the person on the left"])
+    outs = {}
+    for value in (40, 200):
+        frame = np.full((240, 320, 3), value, np.uint8)
+        outs[value] = out = frame.copy()
+        draw_hud(out, lines)
+        band_rows = np.nonzero((out != frame).any(axis=(1, 2)))[0]
+        assert len(band_rows) and band_rows.max() + 1 <= 0.15 * 240, band_rows.max()
+    # under the band, away from the text, the frame shows through (darkened, not replaced)
+    under = outs[200][1:3, :, 0]  # the band's top rows hold no text
+    darkened = under[under != 200]
+    assert darkened.size and 0 < int(np.median(darkened)) < 200
+    assert int(np.median(outs[200][1:3, :20])) > int(np.median(outs[40][1:3, :20]))
+    hd = np.zeros((720, 1280, 3), np.uint8)
+    draw_hud(hd, lines)  # larger frames get larger text, still within the band's share
+    rows = np.nonzero(hd.any(axis=(1, 2)))[0]
+    assert 40 < rows.max() + 1 <= 0.15 * 720
+
+
 def test_display_fails_soft(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

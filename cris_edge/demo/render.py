@@ -49,14 +49,30 @@ def hud_lines(fps: Optional[float], backend: str, timings: dict[str, float], pro
     return lines
 
 
+#: The HUD band's share of the frame's rows that the text is shrunk to fit (down to _MIN_SCALE).
+HUD_MAX_ROWS = 0.15
+#: How much of the frame shows through the HUD's dark band.
+HUD_SHOW_THROUGH = 0.45
+_MIN_SCALE = 0.3
+
+
 def draw_hud(frame: np.ndarray, lines: Sequence[tuple[str, tuple[int, int, int]]]) -> None:
-    """Draw ``lines`` (`hud_lines`) in the top-left corner of ``frame``, in place, on a dark band
-    scaled to the frame's width."""
-    scale = max(0.35, min(1.0, frame.shape[1] / 1280))
-    step = int(24 * scale) + 4
-    width = max(cv2.getTextSize(text, _FONT, scale, 1)[0][0] for text, _ in lines) + 12
-    height = step * len(lines) + 8
+    """Draw ``lines`` (`hud_lines`) in the top-left corner of ``frame``, in place, on a translucent
+    dark band. The text scales with the frame (1.0 at 1280x720) and shrinks, down to a readable
+    floor, until the band takes at most ``HUD_MAX_ROWS`` of the frame's rows."""
+    if not lines:
+        return
+    rows, cols = frame.shape[:2]
+    scale = max(_MIN_SCALE, min(1.0, cols / 1280, rows / 720))
+    while True:
+        step = max(10, round(32 * scale))  # one line: capitals, descenders and a gap
+        pad = max(3, step // 4)
+        height = step * len(lines) + pad
+        if height <= HUD_MAX_ROWS * rows or scale <= _MIN_SCALE:
+            break
+        scale = max(_MIN_SCALE, scale - 0.05)
+    width = max(cv2.getTextSize(text, _FONT, scale, 1)[0][0] for text, _ in lines) + 2 * pad
     band = frame[:height, :width]
-    band[:] = (band * 0.35).astype(np.uint8)
+    band[:] = (band * HUD_SHOW_THROUGH).astype(np.uint8)
     for k, (text, bgr) in enumerate(lines):
-        cv2.putText(frame, text, (6, step * (k + 1)), _FONT, scale, bgr, 1, cv2.LINE_AA)
+        cv2.putText(frame, text, (pad, pad // 2 + step * k + round(24 * scale)), _FONT, scale, bgr, 1, cv2.LINE_AA)

@@ -38,12 +38,14 @@ def test_help_has_no_rst_markup(name, capsys):
 
 
 def test_plain_text_strips_roles_and_backquotes():
-    assert common.plain_text("see :func:`cris_edge.x` and ``cris-demo``, :mod:`~a.b`") == "see cris_edge.x and cris-demo, a.b"
+    text = "see :func:`cris_edge.x` and ``cris-demo``, :mod:`~a.b`"
+    assert common.plain_text(text) == "see cris_edge.x and cris-demo, a.b"
     assert common.plain_text(None) is None
 
 
 def test_every_console_script_is_listed():
-    assert {"cris-demo", "cris-export", "cris-eval", "cris-predict", "cris-prepare", "cris-train"} <= set(console_scripts())
+    expected = {"cris-demo", "cris-export", "cris-eval", "cris-predict", "cris-prepare", "cris-train"}
+    assert expected <= set(console_scripts())
 
 
 def test_demo_backend_has_a_help_listing_the_choices(capsys):

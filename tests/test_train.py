@@ -8,6 +8,7 @@ steps) so the file stays within a minute or two on a busy 2-core machine.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import subprocess
@@ -134,6 +135,15 @@ def test_cpu_amp_trains_in_bfloat16(tmp_path):
     train(load_run_config("cris_tiny", overrides + ["train.cpu_amp=true"]), tmp_path / "bf16", device="cpu")
     fp32, bf16 = (float(rows(tmp_path / name)[0]["loss"]) for name in ("fp32", "bf16"))
     assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_each_epoch_is_a_log_line(tmp_path, caplog):
+    # the epoch bar shows only on a terminal (tqdm's disable=None); a log gets one line per epoch
+    caplog.set_level(logging.INFO, logger="cris_edge.train.loop")
+    train(load_run_config("cris_tiny", QUICK + ["data.num_samples=8", "train.epochs=1"]), tmp_path, device="cpu")
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1: loss ")]
+    assert len(epochs) == 1 and epochs[0].endswith(" s"), caplog.text
+    assert float(epochs[0].split("loss ")[1].split(",")[0]) == pytest.approx(float(rows(tmp_path)[0]["loss"]), abs=1e-3)
 
 
 @pytest.mark.slow

@@ -154,7 +154,7 @@ def write_lmdb(path: PathLike, entries: Iterable[dict], total: int | None = None
 
     keys = []
     try:
-        for entry in tqdm(entries, total=total, desc=f"writing {path.name}", disable=not progress):
+        for entry in tqdm(entries, total=total, desc=f"writing {path.name}", disable=None if progress else True):
             key = str(len(keys)).encode("ascii")
             keys.append(key)
             pending.append((key, pickle.dumps(entry, protocol=PICKLE_PROTOCOL)))

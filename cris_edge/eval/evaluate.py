@@ -21,7 +21,7 @@ def evaluate(predictor: Predictor, records: Sequence, indices: Optional[Sequence
     """
     scores = SegmentationScores()
     indices = range(len(records)) if indices is None else indices
-    bar = tqdm(indices, desc=desc, unit="ref", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(indices, desc=desc, unit="ref", disable=None if progress else True, dynamic_ncols=True)
     for i in bar:
         record = records[i]
         for mask in predictor.predict(record.image, list(record.sentences)):

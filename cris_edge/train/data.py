@@ -106,7 +106,7 @@ def train_records(run: RunConfig, progress: bool = True) -> Sequence:
     if not d.in_memory:
         return records
     return [records[i] for i in tqdm(range(len(records)), desc="loading records into memory",
-                                     unit="record", disable=not progress, dynamic_ncols=True)]
+                                     unit="record", disable=None if progress else True, dynamic_ncols=True)]
 
 
 def category_count(run: RunConfig) -> int:

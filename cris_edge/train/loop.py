@@ -112,7 +112,7 @@ def _run_epoch(objective, optimizer, scaler, loader, run: RunConfig, env, epoch:
     sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
     steps = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{run.train.epochs}", unit="batch",
-               disable=not env.is_main, dynamic_ncols=True)
+               disable=None if env.is_main else True, dynamic_ncols=True)
     for batch in bar:
         image, tokens, mask, category = (t.to(env.device, non_blocking=True) for t in check_batch(batch))
         image = image.contiguous(memory_format=torch.channels_last)
@@ -220,6 +220,8 @@ def train(run: RunConfig, output_dir: str | Path, *, clip_weights: Optional[str]
             losses = _run_epoch(objective, optimizer, scaler, loader, run, env, epoch, train_log)
             seconds = time.time() - tick
             scheduler.step()
+            if env.is_main:  # the bar shows only on a terminal; a log gets this line per epoch
+                log.info("epoch %d/%d: loss %.4f, %.1f s", epoch + 1, t.epochs, losses["loss"], seconds)
             row = {"epoch": epoch + 1, "input_size": dataset.input_size, "pairs": dataset.pairs, "lr_backbone": lrs[0],
                    "lr_head": lrs[1], **losses,
                    "epoch_s": round(seconds, 2), "epoch_cpu_s": round(time.process_time() - cpu_tick, 2),

@@ -310,6 +310,28 @@ def prepare(args) -> tuple[list[RowSpec], Settings, dict]:
                             "word_len": cfg.word_len, "checkpoint": str(checkpoint) if checkpoint else None}
 
 
+#: p90/p50 above this says the timings were disturbed (another process, throttling).
+BUSY_SPREAD = 1.5
+
+
+def busy_warnings(row: dict, cores: Optional[int]) -> list[str]:
+    """Why ``row``'s numbers may be those of a busy machine: a wide spread (p90/p50 >
+    `BUSY_SPREAD`, text per frame or cached) or a 1-minute load average above the core count at
+    the start or end of the row (``load_average_start`` / ``_end``). Empty when none."""
+    warnings = []
+    for name, timing in (("", row), ("cached_text ", row.get("cached_text") or {})):
+        p50, p90 = timing.get("p50_ms"), timing.get("p90_ms")
+        if p50 and p90 and p90 / p50 > BUSY_SPREAD:
+            warnings.append(f"{name}p90/p50 = {p90 / p50:.2f} > {BUSY_SPREAD}: the machine was probably busy, "
+                            "rerun on an idle machine")
+    for when in ("start", "end"):
+        load = row.get(f"load_average_{when}")
+        if load and cores and load[0] > cores:
+            warnings.append(f"load average {load[0]:.2f} > {cores} cores at the row's {when}: "
+                            "other processes competed for the CPU")
+    return warnings
+
+
 def measure(rows: list[RowSpec], settings: Settings) -> tuple[list[dict], list[dict], list[dict]]:
     """(measured, skipped, failed rows), printing each skip's reason and each row's progress."""
     measured, skipped, failed = [], [], []
@@ -322,8 +344,14 @@ def measure(rows: list[RowSpec], settings: Settings) -> tuple[list[dict], list[d
             continue
         common.progress(f"[{len(measured) + len(failed) + 1}/{len(runnable)}] {row.label}: {settings.warmup} "
                         f"warm-up + {settings.iters} timed iterations, twice (text per frame, text cached)")
+        load_start = common.load_average()
         out = {**head, "bundle": row.bundle, **run_row(row, settings)}
+        out.update(load_average_start=load_start, load_average_end=common.load_average())
         if out["status"] == "ok":
+            out["warnings"] = busy_warnings(out, os.cpu_count())
+            out["busy"] = bool(out["warnings"])
+            for warning in out["warnings"]:
+                common.progress(f"WARNING {row.label}: {warning}")
             measured.append(out)
         else:
             common.progress(f"FAILED {row.label}: {out['error']}")

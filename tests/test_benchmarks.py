@@ -76,6 +76,17 @@ def test_latency_rows_schema_and_consistency(latency):
         memory = row["memory"]
         assert 0 < memory["rss_before_mib"] <= memory["peak_rss_mib"]
         assert max(row["sizes"].values()) > 0
+        # the load average around each row, and whether its numbers look like a busy machine's
+        for when in ("start", "end"):
+            load = row[f"load_average_{when}"]
+            assert load is None or (len(load) == 3 and all(x >= 0 for x in load))
+        assert isinstance(row["warnings"], list) and row["busy"] == bool(row["warnings"])
+        spread = row["p90_ms"] / row["p50_ms"] > 1.5
+        assert spread == any(w.startswith("p90/p50") for w in row["warnings"]), row["warnings"]
+    process, _, _ = latency
+    for row in result["rows"]:
+        for warning in row["warnings"]:
+            assert f": {warning}" in process.stderr
 
 
 @pytest.mark.slow
@@ -191,3 +202,19 @@ def test_soak_growth_check():
     samples["end"]["rss_mib"] = 104.0
     assert stream.check_growth(samples, 5.0) == []
     assert stream.soak_marks(10_000) == {100: "start", 5000: "middle", 10_000: "end"}
+
+
+def test_busy_rows_are_flagged(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import latency as latency_script
+
+    quiet = {"p50_ms": 10.0, "p90_ms": 12.0, "cached_text": {"p50_ms": 5.0, "p90_ms": 5.5},
+             "load_average_start": [0.5, 0.4, 0.3], "load_average_end": [1.0, 0.5, 0.3]}
+    assert latency_script.busy_warnings(quiet, 2) == []
+    assert latency_script.busy_warnings({**quiet, "load_average_start": None, "load_average_end": None}, None) == []
+    spread = latency_script.busy_warnings({**quiet, "p90_ms": 16.0}, 2)
+    assert len(spread) == 1 and spread[0].startswith("p90/p50 = 1.60 > 1.5")
+    cached = latency_script.busy_warnings({**quiet, "cached_text": {"p50_ms": 5.0, "p90_ms": 9.0}}, 2)
+    assert len(cached) == 1 and cached[0].startswith("cached_text p90/p50 = 1.80")
+    loaded = latency_script.busy_warnings({**quiet, "load_average_end": [3.5, 2.0, 1.0]}, 2)
+    assert len(loaded) == 1 and "load average 3.50 > 2 cores at the row's end" in loaded[0]

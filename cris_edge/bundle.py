@@ -184,6 +184,21 @@ class PrecisionDetails:
 
 
 @dataclass(frozen=True)
+class ModelCard:
+    """What the model is, in a few words: the card of the checkpoint the bundle was exported from
+    (`<checkpoint>.json` beside it, as the demo model has)."""
+
+    name: str = _doc("the model's name, e.g. `cris_tiny_synthetic`")
+    summary: str = _doc("one line: what the model is")
+    limits: str = _doc("one line: what it does not know, e.g. `knows only synthetic shapes and colours`")
+    dataset: Optional[str] = _doc("the dataset it was trained on (e.g. `synthetic`), or null", default=None)
+    metrics: Mapping[str, float] = _doc("held-out scores by name, e.g. `mIoU`", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "metrics")
+
+
+@dataclass(frozen=True)
 class Bundle:
     """`config.json`: everything the runtime needs to run a bundle's graphs."""
 
@@ -209,6 +224,8 @@ class Bundle:
     graphs: Mapping[str, Graph] = _doc("the graphs by name (for `cris`: `text`, `visual`, `head`)")
     versions: Mapping[str, Union[str, int]] = _doc("versions of cris_edge and the tools that made the bundle")
     files: Mapping[str, FileEntry] = _doc("every other file of the bundle: size and sha256", default_factory=dict)
+    card: Optional[ModelCard] = _doc("the card of the model it was exported from, or null where the checkpoint "
+                                     "had none (older configs lack the field)", default=None)
 
     def __post_init__(self) -> None:
         _freeze(self, "model", "graphs", "versions", "files")

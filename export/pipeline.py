@@ -31,7 +31,7 @@ from .calibration import CalibrationSpec, graph_feeds
 from .checks import check_graph, rule_problems
 from .engines import DEFAULT_WORKSPACE_MIB, build_all, engine_instructions
 from .graphs import GRAPH_NAMES, HEAD_OUTPUTS, export_graph
-from .manifest import graph_entry, utc_now, versions
+from .manifest import graph_entry, model_card, utc_now, versions
 from .progress import Stages
 from .staging import check_output, staged_directory
 from .tensorrt_build import engine_unavailable_reason
@@ -214,4 +214,4 @@ def _write_graphs(stage: Path, graphs, precisions: dict, model, checkpoint: Path
         precision=options.precision, precision_details=details, vocabulary=vocab.name,
         max_batch=options.max_batch, tensorrt_compatible=tensorrt_target, head_output=options.head_output,
         plugins=Plugins((plugin.QUALIFIED_OP,), plugin.LIBRARY) if options.head_output == "plugin" else None,
-        graphs=entries, versions=versions())
+        graphs=entries, versions=versions(), card=model_card(checkpoint))

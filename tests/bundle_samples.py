@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from cris_edge.bundle import Bundle, Checkpoint, FileEntry, Graph, PrecisionDetails, TensorSpec
+from cris_edge.bundle import Bundle, Checkpoint, FileEntry, Graph, ModelCard, PrecisionDetails, TensorSpec
 from cris_edge.constants import CLIP_MEAN, CLIP_STD, THRESHOLD
 
 SHA = "0" * 64
+#: A model card as the exporter records it from a demo-style card JSON.
+CARD = ModelCard(name="cris_tiny_synthetic", summary="CRIS tiny trained on synthetic scenes",
+                 limits="knows only synthetic shapes and colours", dataset="synthetic",
+                 metrics={"mIoU": 0.86, "oIoU": 0.85})
 
 
 def _specs(*items) -> tuple[TensorSpec, ...]:

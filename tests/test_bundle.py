@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bundle_samples import SHA, make_bundle
+from bundle_samples import CARD, SHA, make_bundle
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import CONFIG_FILE, BundleError, FileEntry, Plugins
 
 REPO = Path(__file__).resolve().parent.parent
 #: Fields with a default: a config without them is complete.
-OPTIONAL = {("precision_details", "fp16"), ("precision_details", "int8")}
+OPTIONAL = {("precision_details", "fp16"), ("precision_details", "int8"), ("card",), ("card", "dataset"),
+            ("card", "metrics"), ("card", "metrics", "mIoU"), ("card", "metrics", "oIoU")}
 WRONG = {str: 5, int: "abc", float: "x", bool: "yes", list: "x", dict: [], type(None): 7}
 
 
@@ -44,7 +45,7 @@ def _edit(data: dict, path: tuple, value=None, delete=False) -> dict:
     return data
 
 
-SAMPLE = make_bundle(plugins=Plugins(("cris_edge::SimUpsample",), "libplugin.so")).to_json()
+SAMPLE = make_bundle(plugins=Plugins(("cris_edge::SimUpsample",), "libplugin.so"), card=CARD).to_json()
 FIELDS = [p for p, _ in _paths(SAMPLE) if p[0] not in ("format", "format_version", "model")
           and not (p[0] == "versions" and len(p) > 1)]
 
@@ -52,6 +53,28 @@ FIELDS = [p for p, _ in _paths(SAMPLE) if p[0] not in ("format", "format_version
 def test_json_round_trip():
     record = make_bundle()
     assert bundle_format.from_json(json.loads(json.dumps(record.to_json()))) == record
+
+
+def test_the_model_card_round_trips_and_older_configs_without_it_still_read():
+    record = make_bundle(card=CARD)
+    back = bundle_format.from_json(json.loads(json.dumps(record.to_json())))
+    assert back == record and back.card.metrics["mIoU"] == 0.86 and back.card.dataset == "synthetic"
+    data = _edit(record.to_json(), ("card",), delete=True)
+    assert bundle_format.from_json(data).card is None
+    with pytest.raises(TypeError):
+        back.card.metrics["mIoU"] = 1.0
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("card", "name"), 5, r"config.json.card.name must be a string, got integer 5"),
+    (("card", "metrics", "mIoU"), "high", r"config.json.card.metrics.mIoU must be a number, got string"),
+    (("card", "metrics"), [], r"config.json.card.metrics must be an object, got array"),
+    (("card", "dataset"), 3, r"config.json.card.dataset must be a string, got integer 3"),
+    (("card", "limits"), None, r"config.json.card.limits must be a string, got null"),
+])
+def test_a_card_field_of_the_wrong_type_is_named(path, value, message):
+    with pytest.raises(BundleError, match=message):
+        bundle_format.from_json(_edit(make_bundle(card=CARD).to_json(), path, value))
 
 
 @pytest.mark.parametrize("path", [p for p in FIELDS if not isinstance(p[-1], int)], ids=lambda p: ".".join(map(str, p)))

@@ -192,6 +192,8 @@ def test_overlay_colours_the_masks_and_outlines_them():
     assert lines[0][0].startswith("12.5 FPS") and lines[2] == ("[1] a", colour(0)) and "typed" in lines[-1][0]
     draw_hud(out, lines)
     assert (out[:5, :40] != frame[:5, :40]).any()
+    named = hud_lines(12.5, "onnxruntime", {"visual": 3.0}, ["a"], model="cris_tiny_synthetic")
+    assert named[0][0] == "12.5 FPS  onnxruntime  model cris_tiny_synthetic" and named[2] == ("[1] a", colour(0))
 
 
 def test_hud_is_small_and_translucent_on_a_small_frame():
@@ -310,11 +312,15 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_output(checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readme_command_runs_the_demo_model_on_the_synthetic_video(tmp_path, monkeypatch, capsys):
+def test_the_readme_command_runs_the_demo_model_on_the_synthetic_video(tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("CRIS_EDGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO")
     assert cris_demo([]) == 0
+    # the model is named at start, with its card's limits line (exported from the shipped card)
+    assert "model: cris_tiny_synthetic (cris_tiny_synthetic.pth)" in caplog.text
+    assert "model limits: knows only synthetic shapes and colours" in caplog.text
     printed = capsys.readouterr().out
     assert "FPS on onnxruntime" in printed and f"wrote {Path('out', 'cris_demo.mp4')}" in printed
     written = _frames(tmp_path / "out" / "cris_demo.mp4")

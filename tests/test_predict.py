@@ -182,8 +182,10 @@ def test_the_default_engine_is_the_cached_demo_bundle(images, tmp_path, monkeypa
     assert cris_predict(["--source", str(images[0]), "--text", PROMPTS[0], "--output", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "1 images x 1 prompts" in printed and "on onnxruntime" in printed
-    assert "model cris_tiny_synthetic.pth" in printed
+    assert "model cris_tiny_synthetic (cris_tiny_synthetic.pth)" in printed  # the card's name, then the file
     record = json.loads((tmp_path / "out" / PREDICTIONS).read_text())
     with Segmenter(next((tmp_path / "cache" / "bundles").iterdir())) as seg:
         want = seg.run(cv2.imread(str(images[0])), PROMPTS[0])
+        assert seg.card.dataset == "synthetic" and seg.card.limits.startswith("knows only synthetic shapes")
+        assert seg.card.metrics["mIoU"] > 0.8  # the shipped card's held-out score travelled into the bundle
     assert record["score"] == pytest.approx(want.score, abs=1e-6) and record["area"] == int(want.mask.sum())

@@ -40,14 +40,31 @@ pytestmark = pytest.mark.slow  # every test uses the exported bundles (or the ch
 PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
 
 
+#: A card JSON as the demo model's (cris_edge/assets/cris_tiny_synthetic.json), beside the checkpoint
+#: while the FP32 bundle is exported; the INT8 bundle is exported without one.
+CARD_JSON = {"name": "tiny_random", "summary": "cris_tiny, random weights", "limits": "knows nothing at all",
+             "file": "tiny.pth", "config": "cris_tiny", "seed": 0,
+             "held_out": {"dataset": "synthetic", "first_seed": 1000000, "scenes": 4, "mIoU": 0.25, "oIoU": 0.5,
+                          "samples": 40}}
+
+
 @pytest.fixture(scope="module")
 def bundles(checkpoint, tmp_path_factory) -> dict[str, Path]:
     root, cache = tmp_path_factory.mktemp("bundles"), tmp_path_factory.mktemp("cache")
     out = {}
-    for precision, placement in (("fp32", "tensorrt"), ("int8", "onnxruntime")):
-        out[precision] = export_bundle(ExportOptions(
-            output=root / precision, precision=precision, checkpoint=checkpoint, cache_dir=cache,
-            calibration=CalibrationSpec(size=8), int8_placement=placement, build_engines=False, progress=False)).bundle
+    card = checkpoint.with_suffix(".json")
+    try:
+        for precision, placement in (("fp32", "tensorrt"), ("int8", "onnxruntime")):
+            if precision == "fp32":
+                card.write_text(json.dumps(CARD_JSON))
+            else:
+                card.unlink()
+            out[precision] = export_bundle(ExportOptions(
+                output=root / precision, precision=precision, checkpoint=checkpoint, cache_dir=cache,
+                calibration=CalibrationSpec(size=8), int8_placement=placement, build_engines=False,
+                progress=False)).bundle
+    finally:
+        card.unlink(missing_ok=True)
     return out
 
 
@@ -432,3 +449,29 @@ def test_cris_eval_measures_a_bundle_as_its_checkpoint(bundles, checkpoint, tmp_
     for key in ("mIoU", "oIoU"):  # the same model deployed (fp32 ONNX): the same masks up to a few pixels
         assert abs(scores["engine"][key] - scores["checkpoint"][key]) < 0.01
 
+
+
+def test_the_card_beside_the_checkpoint_travels_into_the_bundle_and_names_the_model(bundles, checkpoint):
+    card = bundle_format.read(bundles["fp32"]).card
+    assert (card.name, card.summary, card.limits, card.dataset) == (
+        "tiny_random", "cris_tiny, random weights", "knows nothing at all", "synthetic")
+    assert dict(card.metrics) == {"mIoU": 0.25, "oIoU": 0.5}  # the held-out scores, not its counts
+    assert bundle_format.read(bundles["int8"]).card is None  # no card file beside the checkpoint
+    with Segmenter(bundles["fp32"]) as seg:
+        assert seg.card == card and seg.model == "tiny_random (tiny.pth)"
+        assert repr(seg).startswith("Segmenter(model='tiny_random (tiny.pth)', backend='onnxruntime")
+    with Segmenter(bundles["int8"]) as seg:
+        assert seg.card is None and seg.model == "tiny.pth" and "model='tiny.pth'" in repr(seg)
+    with Segmenter(checkpoint, device="cpu") as seg:
+        assert seg.card is None and seg.model == "tiny.pth" and repr(seg).startswith("Segmenter(model='tiny.pth'")
+
+
+def test_cris_eval_takes_the_dataset_from_the_card_else_asks_for_it(bundles, tmp_path, capsys):
+    from cris_edge.cli import evaluate as eval_cli
+
+    out = tmp_path / "card.json"
+    assert eval_cli.main(["--engine", str(bundles["fp32"]), "--num-samples", "2", "--json", str(out)]) == 0
+    assert "tiny_random (tiny.pth)" in capsys.readouterr().err and json.loads(out.read_text())["samples"] > 2
+    assert eval_cli.main(["--engine", str(bundles["int8"]), "--num-samples", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "records no training dataset, so give --dataset" in err, err

@@ -100,6 +100,9 @@ def _run(args, log: logging.Logger) -> int:
         raise FileNotFoundError(f"{str(err).split(';')[0]}: pass --engine (a bundle, .engine, .onnx or checkpoint)") \
             from None
     segmenter = Segmenter(engine, args.backend, args.device, args.threshold)  # logs the backend and why
+    log.info("model: %s", segmenter.model)
+    if segmenter.card is not None:
+        log.info("model limits: %s", segmenter.card.limits)
     log.info("prompts: %s", " ; ".join(texts))
     stats = Demo(segmenter, VideoSource(spec), Prompts(texts), output, display, _stdin(), args.max_frames).run()
     stages = ", ".join(f"{s} {stats.stage_ms.get(s, 0.0):.1f}" for s in STAGES)

@@ -6,7 +6,8 @@ resolution) is scored against the referent's mask. Reports mIoU, overall IoU and
     cris-eval --dataset synthetic --num-samples 200               # the shipped demo model
     cris-eval --checkpoint exp/cris_r50/best.pth --split val --data-root datasets
     cris-eval --checkpoint cris_r50.pth --config cris_r50_refcoco --lmdb datasets/lmdb/refcoco/testA.lmdb
-    cris-eval --engine bundles/r50_fp16 --split val --data-root datasets      # a deployed bundle
+    cris-eval --engine bundles/r50_fp16 --dataset refcoco --split val --data-root datasets  # a bundle
+    cris-eval --engine bundles/demo_fp32 --num-samples 200   # a bundle's card names its dataset
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
                        help="with --engine: the runtime backend (default: the best available)")
     model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    data = parser.add_argument_group("data (defaults from the checkpoint's config)")
-    data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes")
+    data = parser.add_argument_group("data (defaults from the checkpoint's config, or the bundle's model card)")
+    data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes (with --engine: "
+                                                          "default the dataset its model card records; required "
+                                                          "where it has none)")
     data.add_argument("--split", help="train, val, testA, testB or test (default: val)")
     data.add_argument("--split-by", choices=("unc", "umd", "google"), help="refcocog: umd (default) or google")
     data.add_argument("--data-root", help="refer-format root: <root>/<dataset>/refs(...).p, <root>/images/train2014")
@@ -78,6 +81,9 @@ def _main(args) -> int:
     from ..eval.metrics import PREC_THRESHOLDS
 
     model, device, predictor, saved = _predictor(args)
+    if args.engine and not (args.dataset or args.lmdb or saved.get("dataset")):
+        raise UsageError(f"--engine {args.engine}: the bundle's model records no training dataset, so give --dataset "
+                         f"({', '.join(DATASETS)}) or --lmdb")
     dataset = args.dataset or saved.get("dataset", "refcoco")
     records = open_records(
         dataset, args.split or saved.get("val_split", "val"),
@@ -103,13 +109,16 @@ def _main(args) -> int:
 def _predictor(args):
     """``(what is measured, where it runs, predictor, the model's saved data settings)``: a
     deployed model or a PyTorch checkpoint (default: the shipped demo model), both through the
-    runtime's `Segmenter`. A bundle carries no data settings: the dataset comes from the flags."""
+    runtime's `Segmenter`. A bundle's only data setting is its model card's ``dataset``; the rest
+    comes from the flags."""
     from ..eval.predictor import SegmenterPredictor
 
     if args.engine:
         predictor = SegmenterPredictor.from_engine(args.engine, args.backend, args.device)
         segmenter = predictor.segmenter
-        return f"{args.engine} ({segmenter.precision})", segmenter.backend, predictor, {}
+        card = segmenter.card
+        saved = {"dataset": card.dataset} if card is not None and card.dataset else {}
+        return f"{args.engine} ({segmenter.model}, {segmenter.precision})", segmenter.backend, predictor, saved
     from ..assets import demo_checkpoint
     from ..runtime.backends.pytorch import TorchBackend
     from ..runtime.device import parse_device

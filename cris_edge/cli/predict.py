@@ -12,7 +12,6 @@ area, bbox [x0, y0, x1, y1], COCO RLE, ms per stage). Videos: use cris-demo.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -54,18 +53,6 @@ def _main(args) -> int:
     return _run(args)
 
 
-def model_name(engine: Path) -> str:
-    """The checkpoint file name a bundle was exported from (its config.json, already verified by
-    the Segmenter), else the engine's own file name."""
-    config = (engine if engine.is_dir() else engine.parent) / "config.json"
-    if engine.is_dir() or engine.suffix.lower() in (".onnx", ".engine"):
-        try:
-            return str(json.loads(config.read_text(encoding="utf-8"))["checkpoint"]["file"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return engine.name
-
-
 def _run(args) -> int:
     from ..demo.predict import check_outputs, find_images, predict
     from ..runtime.segmenter import Segmenter
@@ -90,10 +77,10 @@ def _run(args) -> int:
                                     "checkpoint)") from None
     with Segmenter(engine, args.backend, args.device, args.threshold) as segmenter:  # logs the backend and why
         summary = predict(segmenter, images, prompts, args.output)
-        backend = segmenter.backend
+        backend, model = segmenter.backend, segmenter.model
     skipped = f"; {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
     print(f"cris-predict: {summary.images} images x {summary.prompts} prompts{skipped}: mean {summary.mean_ms:.1f} ms "
-          f"per image on {backend}; model {model_name(engine)}; wrote {summary.output}")
+          f"per image on {backend}; model {model}; wrote {summary.output}")
     return 0
 
 

@@ -159,6 +159,8 @@ class Demo:
         return stats
 
     def _render_loop(self, results: queue.Queue, stats: DemoStats) -> None:
+        card = getattr(self.segmenter, "card", None)  # the HUD names the model: its card's name, else its file
+        hud_model = card.name if card is not None else getattr(self.segmenter, "model", None)
         times: deque = deque(maxlen=FPS_WINDOW)
         sums = dict.fromkeys(STAGES, 0.0)
         first = None
@@ -178,7 +180,8 @@ class Demo:
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
             canvas = draw_masks(frame, segmented)
             draw_hud(canvas, hud_lines(fps, self.segmenter.backend, segmented[0].timings,
-                                       [r.text for r in segmented], self.editor.line if self.editor else None))
+                                       [r.text for r in segmented], self.editor.line if self.editor else None,
+                                       model=hud_model))
             self._write(canvas)
             if self.window is not None and not self._show(canvas):
                 break

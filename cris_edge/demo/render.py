@@ -38,11 +38,13 @@ def draw_masks(frame: np.ndarray, results: Sequence[SegmentationResult]) -> np.n
 
 
 def hud_lines(fps: Optional[float], backend: str, timings: dict[str, float], prompts: Sequence[str],
-              typing: Optional[str] = None) -> list[tuple[str, tuple[int, int, int]]]:
-    """The HUD's lines and their colours (white, prompts in their mask colours)."""
+              typing: Optional[str] = None, model: Optional[str] = None) -> list[tuple[str, tuple[int, int, int]]]:
+    """The HUD's lines and their colours (white, prompts in their mask colours); ``model``: the
+    model's name, on the first line after the backend."""
     white = (255, 255, 255)
     stages = " ".join(f"{_SHORT[s]} {timings.get(s, 0.0):.1f}" for s in STAGES)
-    lines = [(f"{'--' if fps is None else f'{fps:.1f}'} FPS  {backend}", white), (f"ms: {stages}", white)]
+    first = f"{'--' if fps is None else f'{fps:.1f}'} FPS  {backend}" + (f"  model {model}" if model else "")
+    lines = [(first, white), (f"ms: {stages}", white)]
     lines += [(f"[{i + 1}] {p}", colour(i)) for i, p in enumerate(prompts)]
     if typing is not None:
         lines.append((f"> {typing}_  (Enter: set prompts, ';' between them, Esc: quit)", white))

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..bundle import ModelCard
 from ..constants import THRESHOLD
 from ..tokenizer import clean_text, get_tokenizer
 from .backends.base import Backend, Pair
@@ -78,20 +79,34 @@ class Segmenter:
         if threshold is None:
             threshold = files.bundle.threshold if files.is_bundle else THRESHOLD
         self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size)
-        log.info("Segmenter(%s): %s backend, because %s", files.path, self.backend, reason)
+        if files.is_bundle:
+            self.card = files.bundle.card
+            checkpoint = files.bundle.checkpoint.file
+            self.model = checkpoint if self.card is None else f"{self.card.name} ({checkpoint})"
+        else:
+            self.model = files.path.name
+        log.info("Segmenter(%s): model %s, %s backend, because %s", files.path, self.model, self.backend, reason)
 
     @classmethod
     def from_backend(cls, backend: Backend, reason: str = "given", threshold: float = THRESHOLD, *,
-                     text_cache_size: int = 256) -> "Segmenter":
+                     text_cache_size: int = 256, model: Optional[str] = None,
+                     card: Optional[ModelCard] = None) -> "Segmenter":
         """A Segmenter around an already opened `Backend` (a custom or instrumented one, e.g. the
         benchmarks' PyTorch FP16 and CUDA-graph variants): the same validation, tokenization,
-        text cache, batching, locking and per-stage timings as a Segmenter opened from files."""
+        text cache, batching, locking and per-stage timings as a Segmenter opened from files.
+        ``model`` names the model (default: ``"<backend name> backend"``); ``card`` is its card."""
         segmenter = cls.__new__(cls)
         segmenter._attach(backend, reason, _check_threshold(threshold), text_cache_size)
+        segmenter.model = model if model is not None else f"{backend.name} backend"
+        segmenter.card = card
         return segmenter
 
     def _attach(self, backend: Backend, reason: str, threshold: float, text_cache_size: int) -> None:
         self._backend = backend
+        #: A short name of the model: the bundle's checkpoint file (with its card's name when the
+        #: bundle has a card) or the checkpoint's file name. ``card``: the bundle's `ModelCard` or None.
+        self.model: str = ""
+        self.card: Optional[ModelCard] = None
         self.backend, self.backend_reason = backend.name, reason
         info = backend.info
         self.input_size, self.word_len, self.precision = info.input_size, info.word_len, info.precision
@@ -101,7 +116,8 @@ class Segmenter:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Segmenter(backend={self.backend!r}, input_size={self.input_size}, precision={self.precision!r})"
+        return (f"Segmenter(model={self.model!r}, backend={self.backend!r}, input_size={self.input_size}, "
+                f"precision={self.precision!r})")
 
     def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
             return_prob: bool = False, warn_truncated: bool = True

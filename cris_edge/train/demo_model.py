@@ -46,6 +46,9 @@ from .config import RunConfig, load_run_config
 from .loop import train
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+#: The card's one-line summary and limits (``cris-export`` records them in a bundle's ``card``).
+DEMO_SUMMARY = "CRIS tiny (4 MB, CPU-trained) on synthetic scenes of coloured shapes"
+DEMO_LIMITS = 'knows only synthetic shapes and colours ("the red circle on the left"), not real photographs'
 
 
 def untrained_rows(trained: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = measure(target, args.eval_samples)
     command = "python -m cris_edge.train.demo_model" + "".join(f" {shlex.quote(o)}" for o in args.overrides)
     card = {
+        "name": Path(DEMO_CHECKPOINT).stem, "summary": DEMO_SUMMARY, "limits": DEMO_LIMITS,
         "file": DEMO_CHECKPOINT, "sha256": sha256(target), "bytes": target.stat().st_size,
         "config": "cris_tiny", "seed": run.train.seed, "command": command,
         "held_out": {"dataset": "synthetic", "first_seed": HELD_OUT_SEED_OFFSET,

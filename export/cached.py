@@ -1,7 +1,8 @@
 """Bundles exported once into the cache and reused: what ``cris-demo`` runs when given nothing,
 and what the benchmarks measure. A cached bundle is found by the checkpoint's sha256, precision,
 INT8 placement, input size and engines in its name, and is used only while it reads back whole
-(`cris_edge.bundle.read`); otherwise it is exported again, atomically, through `export_bundle`."""
+(`cris_edge.bundle.read`) with the model card now beside the checkpoint; otherwise it is
+exported again, atomically, through `export_bundle`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Optional
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import BundleError, sha256_file
 from cris_edge.paths import cache_dir
+
+from .card import model_card
 
 log = logging.getLogger("cris_edge.export")
 
@@ -43,8 +46,8 @@ def cached_bundle(checkpoint: Path, precision: str = "fp32", model_config=None, 
     bundle = cache / "bundles" / bundle_name(checkpoint, sha256_file(checkpoint), precision, input_size or native,
                                              native, placement, engines)
     try:
-        bundle_format.read(bundle)
-        return bundle
+        if bundle_format.read(bundle).card == model_card(checkpoint):  # a card edited since: export again
+            return bundle
     except BundleError:
         pass
     log.info("exporting %s (%s) to %s (once; cached)", checkpoint.name, precision, bundle)

@@ -31,7 +31,8 @@ from .calibration import CalibrationSpec, graph_feeds
 from .checks import check_graph, rule_problems
 from .engines import DEFAULT_WORKSPACE_MIB, build_all, engine_instructions
 from .graphs import GRAPH_NAMES, HEAD_OUTPUTS, export_graph
-from .manifest import graph_entry, model_card, utc_now, versions
+from .card import model_card
+from .manifest import graph_entry, utc_now, versions
 from .progress import Stages
 from .staging import check_output, staged_directory
 from .tensorrt_build import engine_unavailable_reason

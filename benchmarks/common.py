@@ -1,5 +1,6 @@
-"""What `latency.py` and `stream.py` share: the machine and versions, process memory, the
-benchmark bundles (exported once into the cache), tables and output files.
+"""What `latency.py` and `stream.py` share: the machine and versions, process memory, bundle
+sizes, tables and output files (bundles are exported once into the cache by
+`cris_edge.export.cached`).
 
 Memory figures are MiB (2**20 bytes); times are milliseconds unless a name says otherwise.
 Nothing here imports torch, onnxruntime or TensorRT.
@@ -108,26 +109,6 @@ def device_used_mib() -> Optional[float]:
 
 
 # -- bundles ----------------------------------------------------------------------------------
-def cached_bundle(checkpoint: Path, model_config, precision: str, input_size: int,
-                  placement: Optional[str] = None, engines: bool = False, cache: Optional[Path] = None) -> Path:
-    """`cris_edge.export.cached.cached_bundle`, saying on stderr when it exports (with its progress bar)."""
-    from cris_edge import bundle as bundle_format
-    from cris_edge.bundle import BundleError, sha256_file
-    from cris_edge.export.cached import bundle_name
-    from cris_edge.export.cached import cached_bundle as cached
-    from cris_edge.paths import cache_dir
-
-    name = bundle_name(checkpoint, sha256_file(checkpoint), precision, input_size, model_config.input_size,
-                       placement, engines)
-    try:
-        bundle_format.read(Path(cache or cache_dir()) / "bundles" / name)
-    except BundleError:
-        print(f"exporting {checkpoint.name} ({precision}, input {input_size}"
-              f"{', INT8 for ' + placement if placement else ''}{', with TensorRT engines' if engines else ''}) "
-              f"to the cache (once)", file=sys.stderr, flush=True)
-    return cached(checkpoint, precision, model_config, input_size, placement, engines, cache, progress=True)
-
-
 def bundle_sizes(bundle: Path, config) -> dict[str, int]:
     """Bytes of a bundle's ONNX graphs and engines (``onnx_bytes``, ``engine_bytes``; 0 when it
     has none) and of the whole directory (``bundle_bytes``); ``config`` is its `Bundle`."""

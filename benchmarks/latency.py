@@ -270,10 +270,12 @@ def plan_rows(backends, precisions, bundles: dict, checkpoint, why_not, config: 
 
 def export_missing(rows: list[RowSpec], checkpoint: Path, model_config, input_size: int) -> None:
     """Give every runnable bundle row without a bundle one, exported into the cache if need be."""
+    from cris_edge.export.cached import cached_bundle
+
     for row in rows:
         if row.skip is None and row.backend != "pytorch" and row.bundle is None:
-            path = common.cached_bundle(checkpoint, model_config, row.precision, input_size, row.placement,
-                                        engines=row.backend == "tensorrt")
+            path = cached_bundle(checkpoint, row.precision, model_config, input_size, row.placement,
+                                 engines=row.backend == "tensorrt", progress=True)
             row.bundle = str(path)
 
 

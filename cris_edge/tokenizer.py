@@ -33,6 +33,7 @@ import regex
 __all__ = [
     "VOCAB_FILENAME",
     "ClipTokenizer",
+    "EmptyTextError",
     "TextTruncatedWarning",
     "TokenBatch",
     "clean_text",
@@ -54,6 +55,15 @@ _WHITESPACE = regex.compile(r"\s+")
 #: near the cut may differ from the whole word's, these are dropped.
 _CUT_SLACK = 4
 PathLike = str | os.PathLike
+
+
+class EmptyTextError(ValueError):
+    """A text has no tokens once cleaned (empty, blank, or only HTML entities and spacing);
+    ``text`` is it."""
+
+    def __init__(self, message: str, text: str):
+        super().__init__(message)
+        self.text = text
 
 
 class TextTruncatedWarning(UserWarning):
@@ -244,7 +254,7 @@ class ClipTokenizer:
                 raise TypeError(f"texts[{n}] must be a str, got {type(text).__name__}: {text!r}")
             ids = [self.sot_id, *self.encode(text, limit=context_length - 1), self.eot_id]
             if len(ids) == 2:
-                raise ValueError(f"texts[{n}] is empty after cleaning: {text!r}")
+                raise EmptyTextError(f"texts[{n}] is empty after cleaning: {text!r}", text)
             if len(ids) > context_length:
                 what = f"texts[{n}] {_preview(text)} has more than {context_length} tokens with SOT/EOT"
                 if not truncate:

@@ -7,6 +7,7 @@ exported again, atomically, through `export_bundle`."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -37,7 +38,8 @@ def cached_bundle(checkpoint: Path, precision: str = "fp32", model_config=None, 
     """The bundle of ``checkpoint`` in ``precision`` under ``<cache>/bundles``, exported there on
     first use (FP16 and INT8 take minutes on a small CPU). ``model_config`` (a `CRISConfig`) with
     ``input_size`` exports at another input size; ``placement``: the INT8 Q/DQ placement;
-    ``engines``: also build TensorRT engines (needs TensorRT and a GPU)."""
+    ``engines``: also build TensorRT engines (needs TensorRT and a GPU); ``progress``: the
+    export's progress display, and a line on stderr saying what is exported."""
     from .pipeline import ExportOptions, export_bundle
 
     cache = Path(cache or cache_dir())
@@ -50,7 +52,14 @@ def cached_bundle(checkpoint: Path, precision: str = "fp32", model_config=None, 
             return bundle
     except BundleError:
         pass
-    log.info("exporting %s (%s) to %s (once; cached)", checkpoint.name, precision, bundle)
+    size = input_size or native
+    what = (f"exporting {checkpoint.name} ({precision}{f', input {size}' if size else ''}"
+            f"{', INT8 for ' + placement if placement else ''}{', with TensorRT engines' if engines else ''}) "
+            f"to {bundle} (once; cached)")
+    if progress:  # with the export's own progress display: say on stderr what it is for
+        print(what, file=sys.stderr, flush=True)
+    else:
+        log.info("%s", what)
     config = model_config.replace(input_size=input_size) if model_config is not None and input_size else model_config
     export_bundle(ExportOptions(output=bundle, precision=precision, checkpoint=checkpoint, config=config,
                                 build_engines=engines, progress=progress, cache_dir=cache,

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..bundle import ModelCard
 from ..constants import THRESHOLD
-from ..tokenizer import clean_text, get_tokenizer
+from ..tokenizer import EmptyTextError, get_tokenizer
 from .backends.base import Backend, Pair
 from .device import parse_device
 from .inputs import check_frame, check_frames, check_texts
@@ -185,14 +185,14 @@ class Segmenter:
         the backend's batch per run)."""
         found = {t: self.text_cache.get(t) for t in dict.fromkeys(texts)}
         missing = [t for t, f in found.items() if f is None]
-        for t in missing:
-            if not clean_text(t):
-                raise ValueError(f"text {t!r} is empty once cleaned (HTML entities and spacing removed): give the "
-                                 "sentence that names the object to segment")
         step = self._backend.max_batch or len(missing) or 1
         for first in range(0, len(missing), step):
             chunk = missing[first:first + step]
-            tokens = self._tokenizer.batch(chunk, self.word_len, warn=warn_truncated)
+            try:
+                tokens = self._tokenizer.batch(chunk, self.word_len, warn=warn_truncated)
+            except EmptyTextError as err:  # named by the user's text, not its index among the misses
+                raise ValueError(f"text {err.text!r} is empty once cleaned (HTML entities and spacing removed): "
+                                 "give the sentence that names the object to segment") from None
             for t, f in zip(chunk, self._backend.encode_text(tokens)):
                 found[t] = f
                 self.text_cache.put(t, f)

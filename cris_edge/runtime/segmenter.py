@@ -156,6 +156,23 @@ class Segmenter:
         checked = [check_frame(frame, color, f"frames[{i}]") for i, frame in enumerate(frames)]
         return self._segment(checked, list(enumerate(prompts)), return_prob, warn_truncated)
 
+    def run_many(self, frames: Sequence[np.ndarray], texts: Sequence[Union[str, Sequence[str]]], *,
+                 color: str = "bgr", warn_truncated: bool = True) -> list[list[SegmentationResult]]:
+        """Segment several frames, each with its own prompts (``texts[i]``: a str or a list of str
+        for ``frames[i]``), in one pass per graph (at most ``max_batch`` frames at a time), as a
+        server that batches its requests does. Returns, per frame, its results in prompt order."""
+        frames = check_frames(frames)
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) != len(frames):
+            raise ValueError(f"texts must hold one str or list of str per frame ({len(frames)} frames), "
+                             f"got {texts!r}")
+        check_color(color)
+        checked = [check_frame(frame, color, f"frames[{i}]") for i, frame in enumerate(frames)]
+        prompts = [check_texts(t)[0] for t in texts]
+        flat = self._segment(checked, [(i, t) for i, group in enumerate(prompts) for t in group], False,
+                             warn_truncated)
+        bounds = np.cumsum([0] + [len(group) for group in prompts])
+        return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
     def _segment(self, frames: list[Frame], requests: list[tuple[int, str]], want_prob: bool,
                  warn_truncated: bool) -> list[SegmentationResult]:
         with self._lock:

@@ -3,6 +3,7 @@
     cris-predict --source photo.jpg --text "the red car"          # the demo model
     cris-predict --engine bundles/r50_fp16 --source photos/ --text "the dog" --text "the ball"
     cris-predict --source "data/**/*.png" --text "the blue square" --output out/squares
+    cris-predict --server grpc://gpu-server:8001 --source photos/ --text "the dog"   # a cris-serve server
 
 Per image and prompt: masks/NAME.png (0/255 at the image's size), overlays/NAME.jpg (the mask
 tinted, its contour, the prompt and score) and a line of predictions.jsonl (file, prompt, score,
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="what to segment; repeat for several prompts (each image runs them in one call)")
     p.add_argument("--engine", help="bundle directory, .engine, .onnx or PyTorch checkpoint (default: the shipped "
                    "demo model, exported once to a cached ONNX bundle)")
+    p.add_argument("--server", metavar="URL", help="run on a cris-serve server instead (http://HOST:8000 or "
+                   "grpc://HOST:8001; the server's model and threshold); excludes --engine, --backend, --device, "
+                   "--threshold")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory for masks/, overlays/ and predictions.jsonl (default: {DEFAULT_OUTPUT})")
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
@@ -65,6 +69,11 @@ def _run(args) -> int:
             raise UsageError("--text is empty: say what to segment")
     images = find_images(args.source)
     check_outputs(args.output, images, prompts)  # before the model loads
+    if args.server:
+        for option in ("engine", "backend", "device", "threshold"):
+            if getattr(args, option) not in (None, "auto"):
+                raise UsageError(f"--{option} applies to a local model, not to --server (the server's model runs)")
+        return _predict_on_server(args, images, prompts)
     if args.engine:
         engine = Path(args.engine)
     else:
@@ -78,10 +87,29 @@ def _run(args) -> int:
     with Segmenter(engine, args.backend, args.device, args.threshold) as segmenter:  # logs the backend and why
         summary = predict(segmenter, images, prompts, args.output)
         backend, model = segmenter.backend, segmenter.model
+    _print_summary(summary, f"on {backend}; model {model}")
+    return 0
+
+
+def _predict_on_server(args, images, prompts) -> int:
+    from ..demo.predict import predict
+    from ..extras import missing_extra
+
+    missing = missing_extra("serve", "cris-predict --server")
+    if missing:
+        raise UsageError(missing)
+    from ..serve.client import Client
+
+    with Client(args.server) as client:
+        summary = predict(client, images, prompts, args.output)
+    _print_summary(summary, f"on server {args.server}")
+    return 0
+
+
+def _print_summary(summary, where: str) -> None:
     skipped = f"; {len(summary.skipped)} unreadable skipped" if summary.skipped else ""
     print(f"cris-predict: {summary.images} images x {summary.prompts} prompts{skipped}: mean {summary.mean_ms:.1f} ms "
-          f"per image on {backend}; model {model}; wrote {summary.output}")
-    return 0
+          f"per image {where}; wrote {summary.output}")
 
 
 if __name__ == "__main__":

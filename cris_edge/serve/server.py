@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from ..extras import missing_extra
 from .repository import ModelSettings, write_repository
 
 log = logging.getLogger("cris_edge.serve")
@@ -43,10 +44,8 @@ INSTALL = ("pip install -c constraints.txt 'cris-edge[serve]' && "
 def missing_serving() -> Optional[str]:
     """None when tritonclient and the Triton server of ``nvidia-pytriton`` are installed; else
     the message that says how to install them."""
-    missing = [m for m in ("tritonclient", "pytriton") if importlib.util.find_spec(m) is None]
-    if not missing:
-        return None
-    return f"serving on Triton needs the [serve] extra ({', '.join(missing)} not installed): {INSTALL}"
+    missing = missing_extra("serve", "serving on Triton", ("tritonclient", "pytriton"))
+    return None if missing is None else f"{missing.split(': pip install')[0]}: {INSTALL}"
 
 
 def triton_distribution() -> tuple[Path, Path]:

@@ -27,10 +27,12 @@ import sys
 import sysconfig
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Optional
 
 from ..extras import missing_extra
+from . import wire
 from .repository import ModelSettings, write_repository
 
 log = logging.getLogger("cris_edge.serve")
@@ -128,9 +130,16 @@ class TritonServer:
                 f"--metrics-port={self.metrics_port}", "--allow-gpu-metrics=false",
                 "--log-info=false", "--exit-timeout-secs=5", "--strict-readiness=true"]
 
-    def start(self) -> "TritonServer":
-        from .client import Client
+    def ready(self) -> bool:
+        """Whether model ``cris`` answers ready on the HTTP endpoint (Triton's readiness URL)."""
+        url = f"{self.endpoints['http']}/v2/models/{wire.MODEL_NAME}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status == 200
+        except OSError:  # refused, not ready (HTTP 400), timed out
+            return False
 
+    def start(self) -> "TritonServer":
         dist, libs = triton_distribution()
         self._workdir = Path(tempfile.mkdtemp(prefix="cris-serve-"))
         try:
@@ -140,16 +149,14 @@ class TritonServer:
                                             stdout=self.log_file, stderr=subprocess.STDOUT if self.log_file else None,
                                             start_new_session=True,
                                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-            client = Client(self.endpoints["http"], timeout=5.0)
             deadline = time.monotonic() + self.startup_timeout
-            while not client.ready():
+            while not self.ready():
                 if self.process.poll() is not None:
                     raise RuntimeError(f"Triton Inference Server exited with code {self.process.returncode} before "
                                        "model cris was ready (its log says why)")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"model cris was not ready within {self.startup_timeout:.0f} s")
                 time.sleep(0.25)
-            client.close()
         except BaseException:
             self.stop()
             raise

@@ -10,6 +10,7 @@ binary interface that misreads arrays under NumPy 2 (every element read as the f
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 from typing import Optional, Union
@@ -20,6 +21,20 @@ from ..runtime.segmenter import Segmenter
 from . import wire
 
 log = logging.getLogger("cris_edge.serve")
+
+#: The name NumPy's DLPack capsule deleter takes for "a consumer took the tensor" (the stub marks
+#: the capsules it takes "used_dlpack", and NumPy 2's deleter then reports an error on each).
+_USED_CAPSULE = b"used_dltensor"
+
+
+def _output(pb_utils, name: str, value: np.ndarray):
+    """A Triton output tensor holding ``value`` (through DLPack, see the module docstring)."""
+    capsule = np.ascontiguousarray(value).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    set_name = ctypes.pythonapi.PyCapsule_SetName
+    set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    set_name(capsule, _USED_CAPSULE)
+    return tensor
 
 
 def check_request(frame: np.ndarray, text: np.ndarray, max_frame_pixels: int) -> list[tuple[np.ndarray, list[str]]]:
@@ -104,8 +119,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 responses.append(pb_utils.InferenceResponse(
-                    [pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(value).__dlpack__())
-                     for name, value in outcome.items()]))
+                    [_output(pb_utils, name, value) for name, value in outcome.items()]))
         return responses
 
     def finalize(self) -> None:

@@ -3,6 +3,7 @@
     cris-export --precision fp16                                  # the shipped demo model
     cris-export --checkpoint exp/best.pth --config cris_r50_refcoco --precision int8 --output bundles/r50_int8
     cris-export --engine-only bundles/r50_int8                    # on the target device
+    cris-export --bundle bundles/r50_fp16 --triton-repository triton_models   # for Triton on a GPU server
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..extras import missing_extra
 
 def _parser() -> argparse.ArgumentParser:
     # --precision is required unless --engine-only is given (checked in _check_options): the usage says so.
-    usage = ("%(prog)s (--precision {fp32,fp16,int8} | --engine-only BUNDLE) [--checkpoint CHECKPOINT]\n"
+    usage = ("%(prog)s (--precision {fp32,fp16,int8} | --engine-only BUNDLE | --bundle BUNDLE --triton-repository "
+             "DIR)\n                   [--checkpoint CHECKPOINT]"
              "                   [--config CONFIG] [--output OUTPUT] [other options below]")
     p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""), usage=usage,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
                    "INT8: bundles/<checkpoint>_int8_<placement>)")
     p.add_argument("--engine-only", type=Path, metavar="BUNDLE",
                    help="build the TensorRT engines of an existing bundle on this machine")
+    p.add_argument("--triton-repository", type=Path, metavar="DIR",
+                   help="write --bundle as a Triton model repository for GPU servers (docs/serving.md): the graphs "
+                   "as TensorRT plans or ONNX, a Python-backend model for the rest; DIR must be new or empty")
+    p.add_argument("--bundle", type=Path, help="the bundle that --triton-repository writes")
+    p.add_argument("--triton-platform", choices=("tensorrt", "onnxruntime"),
+                   help="graphs of the repository: the bundle's TensorRT engines, or its ONNX graphs for Triton's "
+                   "ONNX Runtime backend (default: tensorrt when the bundle has engines)")
+    p.add_argument("--triton-instances", type=int, default=1, help="instances of each repository model (default 1)")
     p.add_argument("--no-engines", action="store_true", help="write the ONNX bundle only, even where "
                    "TensorRT and a GPU are present")
     p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit (default: 1024)")
@@ -75,6 +85,16 @@ def _check_options(args) -> None:
             raise UsageError(f"{option} must be >= 1, got {value}")
     if args.cache_dir is not None:
         check_writable(args.cache_dir, "--cache-dir", kind="directory")
+    if (args.triton_repository is None) != (args.bundle is None):
+        raise UsageError("--triton-repository and --bundle go together: cris-export --bundle BUNDLE "
+                         "--triton-repository DIR")
+    if args.triton_repository is not None:
+        if args.triton_instances < 1:
+            raise UsageError(f"--triton-instances must be >= 1, got {args.triton_instances}")
+        from cris_edge.export.staging import check_output
+
+        check_output(args.triton_repository, "--triton-repository")
+        return
     if args.engine_only is not None:
         return
     if args.precision is None:
@@ -96,6 +116,8 @@ def _output(args) -> Path:
 
 def _main(args) -> int:
     _check_options(args)
+    if args.triton_repository is not None:
+        return _triton_repository(args)
     if args.engine_only is None:
         missing = missing_extra("export", "exporting a model")
         if missing:
@@ -103,6 +125,15 @@ def _main(args) -> int:
     if args.engine_only is not None:
         return _engine_only(args)
     return _export(args)
+
+
+def _triton_repository(args) -> int:
+    from cris_edge.export.triton_repository import write_triton_repository
+
+    out = write_triton_repository(args.bundle, args.triton_repository, args.triton_platform, args.triton_instances)
+    models = sorted(p.name for p in out.iterdir())
+    print(f"Triton model repository {out}: models {', '.join(models)} (docs/serving.md gives the docker run line)")
+    return 0
 
 
 def _engine_only(args) -> int:

@@ -45,8 +45,13 @@ def tensor_block(kind: str, specs: Sequence[wire.TensorSpec]) -> str:
     return f"{kind} [\n{items}\n]\n"
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def parameters_block(params: dict[str, str]) -> str:
+    """``parameters { ... }`` lines of a config.pbtxt for ``params`` (strings, quoted)."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return "".join(f"parameters {{ key: {quoted(k)} value: {{ string_value: {quoted(v)} }} }}\n"
+                   for k, v in params.items())
 
 
 def model_config(settings: ModelSettings) -> str:
@@ -54,12 +59,10 @@ def model_config(settings: ModelSettings) -> str:
     params = {"engine": str(Path(settings.engine).resolve()), "max_frame_pixels": str(settings.max_frame_pixels),
               "backend": settings.backend, "device": settings.device or "",
               "threads": "" if settings.threads is None else str(settings.threads)}
-    parameters = "".join(f"parameters {{ key: {_quoted(k)} value: {{ string_value: {_quoted(v)} }} }}\n"
-                         for k, v in params.items())
     return (f'name: "{wire.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {settings.max_batch}\n'
             + tensor_block("input", wire.INPUTS) + tensor_block("output", wire.OUTPUTS)
             + f"dynamic_batching {{ max_queue_delay_microseconds: {settings.queue_delay_us} }}\n"
-            + f"instance_group [ {{ count: {settings.instances} kind: KIND_CPU }} ]\n" + parameters)
+            + f"instance_group [ {{ count: {settings.instances} kind: KIND_CPU }} ]\n" + parameters_block(params))
 
 
 def write_repository(root: Path, settings: ModelSettings) -> Path:

@@ -27,8 +27,9 @@ log = logging.getLogger("cris_edge.serve")
 _USED_CAPSULE = b"used_dltensor"
 
 
-def _output(pb_utils, name: str, value: np.ndarray):
-    """A Triton output tensor holding ``value`` (through DLPack, see the module docstring)."""
+def output_tensor(pb_utils, name: str, value: np.ndarray):
+    """A Triton tensor (an output, or a BLS request's input) holding ``value``, through DLPack
+    (see the module docstring)."""
     capsule = np.ascontiguousarray(value).__dlpack__()
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)
     set_name = ctypes.pythonapi.PyCapsule_SetName
@@ -119,7 +120,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 responses.append(pb_utils.InferenceResponse(
-                    [_output(pb_utils, name, value) for name, value in outcome.items()]))
+                    [output_tensor(pb_utils, name, value) for name, value in outcome.items()]))
         return responses
 
     def finalize(self) -> None:

@@ -240,7 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         expected = [segmenter.run(frame, texts) for frame, texts in scenes]
         common.progress("in-process Segmenter")
         rows = [_in_process(segmenter, args.requests, scenes[0])]
-    server = TritonServer(settings, "127.0.0.1", *ports)
+    server = TritonServer(settings, "127.0.0.1", *ports, log_file=sys.stderr)  # stdout carries the results
     url = f"grpc://127.0.0.1:{ports[1]}"
     with server:
         for c in counts:

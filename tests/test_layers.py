@@ -27,6 +27,9 @@ FORBIDDEN = [
     ("cris_edge.runtime", "cris_edge.kernels.build", "the build script is a tool"),
     ("cris_edge.runtime", "cris_edge.kernels.torch_ops", "torch ops are for the PyTorch CUDA path"),
     ("cris_edge.model", "cris_edge.runtime", "the model is independent of the runtime"),
+    ("cris_edge.runtime", "cris_edge.serve", "the runtime never imports the server"),
+    ("cris_edge.serve", "cris_edge.export", "serving runs bundles, it never exports"),
+    ("cris_edge.serve", "cris_edge.model", "serving runs bundles through the runtime, never the model"),
     ("cris_edge.data", "cris_edge.model", "datasets need no model"),
     ("cris_edge.kernels.library", "cris_edge.kernels.build", "the loader never imports the build script"),
 ]

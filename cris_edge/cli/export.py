@@ -20,9 +20,9 @@ from ..extras import missing_extra
 
 def _parser() -> argparse.ArgumentParser:
     # --precision is required unless --engine-only is given (checked in _check_options): the usage says so.
-    usage = ("%(prog)s (--precision {fp32,fp16,int8} | --engine-only BUNDLE | --bundle BUNDLE --triton-repository "
-             "DIR)\n                   [--checkpoint CHECKPOINT]"
-             "                   [--config CONFIG] [--output OUTPUT] [other options below]")
+    usage = ("%(prog)s (--precision {fp32,fp16,int8} | --engine-only BUNDLE) [--checkpoint CHECKPOINT]\n"
+             "                   [--config CONFIG] [--output OUTPUT] [other options below]\n"
+             "       %(prog)s --bundle BUNDLE --triton-repository DIR [--triton-platform PLATFORM]")
     p = argparse.ArgumentParser(prog="cris-export", description=__doc__.replace("``", ""), usage=usage,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="CRIS checkpoint (official, ours or a state dict); "

@@ -79,7 +79,7 @@ def _same(got, want) -> bool:
         np.array_equal(g.mask, w.mask) for g, w in zip(got, want))
 
 
-def _load(url: str, clients: int, requests: int, scenes, expected) -> dict:
+def _load(url: str, clients: int, requests: int, scenes, expected, label=None) -> dict:
     from cris_edge.serve import Client
 
     latencies, batches, errors = [], [], []
@@ -107,7 +107,7 @@ def _load(url: str, clients: int, requests: int, scenes, expected) -> dict:
         t.join()
     seconds = time.perf_counter() - start
     sizes, counts = np.unique(batches, return_counts=True)
-    return {"clients": clients, "requests": clients * requests, "seconds": round(seconds, 3),
+    return {"clients": label or clients, "requests": clients * requests, "seconds": round(seconds, 3),
             "throughput_rps": round(len(latencies) / seconds, 2), "p50_ms": _percentile(latencies, 50),
             "p99_ms": _percentile(latencies, 99), "batch_sizes": {int(s): int(c) for s, c in zip(sizes, counts)},
             "mean_batch": round(float(np.mean(batches)), 2) if batches else None,
@@ -238,6 +238,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ports = (args.base_port, args.base_port + 1, args.base_port + 2)
     with Segmenter(args.engine, "onnxruntime") as segmenter:
         expected = [segmenter.run(frame, texts) for frame, texts in scenes]
+        large = _scenes(2, (2 * size[0], 2 * size[1]))
+        expected_large = [segmenter.run(frame, texts) for frame, texts in large]
         common.progress("in-process Segmenter")
         rows = [_in_process(segmenter, args.requests, scenes[0])]
     server = TritonServer(settings, "127.0.0.1", *ports, log_file=sys.stderr)  # stdout carries the results
@@ -246,6 +248,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for c in counts:
             common.progress(f"{c} client(s)")
             rows.append(_load(url, c, args.requests, scenes, expected))
+        common.progress("4 clients, 2 frame sizes")
+        rows.append(_load(url, 4, args.requests, scenes[:2] + large, expected[:2] + expected_large,
+                          f"4 ({size[0]}x{size[1]} and {2 * size[0]}x{2 * size[1]})"))
         common.progress("faults")
         faults = [_fault_killed_client(url, scenes[0], expected[0]),
                   _fault_malformed(url, ports[1], scenes[0], expected[0]),

@@ -292,6 +292,35 @@ def test_predict_on_the_server_writes_the_segmenters_masks(server, segmenter, tm
                          "--output", str(tmp_path / "o2")]) == 2
 
 
+def _free_run(n: int) -> int:
+    """A port p with p .. p + n - 1 all free on loopback."""
+    for _ in range(50):
+        start = _free_ports(1)[0]
+        if start + n < 65536 and not any(_listening(start + k) for k in range(n)):
+            return start
+    raise RuntimeError("no run of free ports found")
+
+
+@pytest.mark.slow
+def test_the_load_test_reports_no_errors(bundle, tmp_path):
+    """benchmarks/serve.py, small: rows for 2 clients and the mixed sizes, the three faults, no errors."""
+    from cris_edge.serve.server import missing_serving
+
+    if missing_serving():
+        pytest.skip(f"the Triton server is not installed: {missing_serving()}")
+    out = tmp_path / "serve.json"
+    run = subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "benchmarks" / "serve.py"),
+                          "--engine", str(bundle), "--clients", "2", "--requests", "2", "--size", "96x128",
+                          "--base-port", str(_free_run(3)), "--json", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [r["clients"] for r in result["rows"]] == ["in-process Segmenter", 2, "4 (96x128 and 192x256)"]
+    assert all(r["errors"] == 0 for r in result["rows"]) and result["rows"][1]["requests"] == 4
+    assert [f["server_still_correct"] for f in result["faults"]] == [True, True, True]
+    assert "| 2 | 4 |" in run.stdout
+
+
 @pytest.mark.slow
 def test_zz_the_server_stops_cleanly(server):
     """Last in the file (the module's server ends here): SIGTERM -> exit 0, ports freed, no Triton left."""

@@ -1,8 +1,9 @@
 """Numerical parity of cris_edge.zeroshot with the official Global-Local CLIP code.
 
-``tests/data/zeroshot/{resnet,vit}.npz`` hold what the official code computed
-(``tests/reference/zeroshot_official.py``) for tiny random-weight CLIPs whose weights
-`zeroshot_clips.tiny_clip_state` rebuilds here: the 224 x 224 input and the local crops
+``tests/data/zeroshot/<case>.npz`` hold what the official code computed
+(``tests/reference/zeroshot_official.py``) for random-weight CLIPs whose weights
+`zeroshot_clips.clip_state` rebuilds here (tiny ResNet and ViT CLIPs; the RN50 and ViT-B/32
+architectures are slow cases): the 224 x 224 input and the local crops
 (subsampled, with per-channel sums), the global and local features, the sentence and noun-phrase
 features and the scores. Each stage must match to a relative difference (max |ours - official|
 over max |official|) of at most 1e-4, fed the same inputs.
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from zeroshot_clips import tiny_clip_state  # noqa: E402
+from zeroshot_clips import CASES, clip_state  # noqa: E402
 
 from cris_edge.zeroshot import GlobalLocal, load_clip  # noqa: E402
 from cris_edge.zeroshot.method import tight_boxes  # noqa: E402
@@ -35,11 +36,12 @@ def rel_diff(ours, official) -> float:
     return float(np.abs(ours - official).max() / np.abs(official).max())
 
 
-@pytest.fixture(scope="module", params=["resnet", "vit"])
+@pytest.fixture(scope="module", params=[pytest.param(c.name, marks=[pytest.mark.slow] if c.full_size else [])
+                                        for c in CASES])
 def case(request, tmp_path_factory):
     kind = request.param
     path = tmp_path_factory.mktemp(kind) / f"{kind}.pt"
-    torch.save(tiny_clip_state(kind), path)
+    torch.save(clip_state(kind), path)
     ref = dict(np.load(DATA / f"{kind}.npz"))
     method = GlobalLocal(load_clip(path), alpha=float(ref["alpha"]), beta=float(ref["beta"]), spacy_pipeline=None)
     frame = ref["frame"]

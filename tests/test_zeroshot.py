@@ -131,8 +131,9 @@ def test_a_name_offline_fails_at_once_naming_the_file_and_where_to_put_it(monkey
         load_clip("openai:RN50")
     message = str(err.value)
     assert "RN50.pt" in message and str(tmp_path / "clip" / "RN50.pt") in message
-    with pytest.raises(ClipUnavailableError, match="ViT-B-32.pt"):
-        load_clip("openai:ViT-B-32")
+    for name in ("openai:ViT-B-32", "openai:ViT-B/32"):
+        with pytest.raises(ClipUnavailableError, match="ViT-B-32.pt"):
+            load_clip(name)
     with pytest.raises(ValueError, match="unknown CLIP name 'openai:NoSuchNet'"):
         load_clip("openai:NoSuchNet")
     with pytest.raises(ValueError, match="its tags: "):
@@ -292,6 +293,23 @@ def test_scores_formula(methods, kind):
         expected = scale * torch.nn.functional.cosine_similarity(v, t[None], dim=1)
         assert torch.allclose(method.scores(2 * g, 2 * l, s, p), expected, rtol=1e-5)
     assert torch.allclose(method.scores(g, l, s, p), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_stages_take_numpy_arrays_and_the_official_shapes(methods):
+    """Arrays work as tensors do; text features may come as ``[1, D]`` rows (the official shape)."""
+    method = methods["vit"]
+    frame, masks = _scene()
+    image = method.global_input(method.normalized_frame(frame))
+    assert torch.equal(method.global_features(image.numpy(), masks.numpy()), method.global_features(image, masks))
+    g, l = torch.randn(3, 32), torch.randn(3, 32)
+    s, p = torch.randn(1, 32), torch.randn(1, 32)
+    assert torch.equal(method.scores(g.numpy(), l, s, p.numpy()), method.scores(g, l, s[0], p[0]))
+    tokens = method.tokens(["a dog"])
+    assert torch.equal(method.text_features(tokens.numpy().astype(np.int32)), method.text_features(tokens))
+    with pytest.raises(ValueError, match=r"image \[1, 3, S, S\] and masks \[N, H, W\]"):
+        method.global_features(image.expand(2, -1, -1, -1), masks)
+    with pytest.raises(ValueError, match="masks"):
+        method.global_features(image, masks[0])
 
 
 @pytest.mark.parametrize("preprocess", ["imagenet", "clip"])

@@ -60,7 +60,7 @@ def load_clip(source: PathLike, *, model: Optional[str] = None) -> nn.Module:
     if path.is_file():
         return _from_file(path, model)
     text = str(source)
-    if ":" in text and not path.exists() and "/" not in text and "\\" not in text:
+    if text.startswith("openai:") or (":" in text and not path.exists() and "/" not in text and "\\" not in text):
         return _from_name(text)
     raise FileNotFoundError(f"CLIP weights not found: {text} (give a weights file, or a name such as "
                             "openai:RN50, openai:ViT-B-32 or an open_clip MODEL:PRETRAINED tag)")
@@ -116,9 +116,10 @@ def _load_strict(clip: nn.Module, state: dict, title: str) -> None:
 
 
 def _parse_name(name: str) -> tuple[str, str]:
-    """``openai:RN50`` -> (``RN50``, ``openai``); ``MODEL:TAG`` -> (``MODEL``, ``TAG``)."""
+    """``openai:RN50`` -> (``RN50``, ``openai``), ``openai:ViT-B/32`` (OpenAI's spelling) ->
+    (``ViT-B-32``, ``openai``); ``MODEL:TAG`` -> (``MODEL``, ``TAG``)."""
     first, _, second = name.partition(":")
-    return (second, first) if first == "openai" else (first, second)
+    return (second.replace("/", "-"), first) if first == "openai" else (first, second)
 
 
 def _from_name(name: str) -> nn.Module:

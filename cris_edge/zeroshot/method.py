@@ -118,7 +118,10 @@ class GlobalLocal:
         Not normalised.
         """
         visual = self.clip.visual
-        image = image.to(self.device, torch.float32)
+        image, masks = torch.as_tensor(image).to(self.device, torch.float32), torch.as_tensor(masks)
+        if image.ndim != 4 or image.shape[:2] != (1, 3) or masks.ndim != 3:
+            raise ValueError(f"global_features takes image [1, 3, S, S] and masks [N, H, W], got "
+                             f"{tuple(image.shape)} and {tuple(masks.shape)}")
         if self.backbone == "resnet":
             x = visual.stem(image)
             x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
@@ -141,27 +144,30 @@ class GlobalLocal:
     def local_features(self, crops: torch.Tensor) -> torch.Tensor:
         """``crops [N, 3, S, S]`` (normalised) -> ``[N, D]`` float32: CLIP's image embedding of
         each crop; L2-normalised for ResNet, raw for ViT (as the official code)."""
-        features = self.clip.encode_image(crops.to(self.device, torch.float32))
+        features = self.clip.encode_image(torch.as_tensor(crops).to(self.device, torch.float32))
         return _normalized(features) if self.backbone == "resnet" else features
 
     @torch.inference_mode()
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, 77]`` int64 (CLIP BPE, SOT ... EOT, zero padded) -> ``[B, D]`` float32:
         CLIP's text embedding at the EOT token; L2-normalised for ResNet, raw for ViT."""
-        features = self.clip.encode_text(tokens.to(self.device, torch.long))
+        features = self.clip.encode_text(torch.as_tensor(tokens).to(self.device, torch.long))
         return _normalized(features) if self.backbone == "resnet" else features
 
     @torch.inference_mode()
     def scores(self, global_f: torch.Tensor, local_f: torch.Tensor, sentence_f: torch.Tensor,
                noun_phrase_f: torch.Tensor) -> torch.Tensor:
-        """``global_f, local_f [N, D]``, ``sentence_f, noun_phrase_f [D]`` -> ``[N]`` float32.
+        """``global_f, local_f [N, D]``, ``sentence_f, noun_phrase_f [D]`` (or ``[1, D]``) -> ``[N]``
+        float32.
 
         ``v = alpha * global + (1 - alpha) * local``, ``t = beta * sentence + (1 - beta) *
         noun_phrase``; ResNet: ``scale * v @ t`` (no further normalisation), ViT: ``scale *
         cos(v, t)``, with ``scale = exp(logit_scale)`` (100 for OpenAI's CLIPs).
         """
+        global_f, local_f, sentence_f, noun_phrase_f = (torch.as_tensor(f).to(self.device, torch.float32)
+                                                        for f in (global_f, local_f, sentence_f, noun_phrase_f))
         visual = self.alpha * global_f + (1 - self.alpha) * local_f
-        text = self.beta * sentence_f + (1 - self.beta) * noun_phrase_f
+        text = (self.beta * sentence_f + (1 - self.beta) * noun_phrase_f).reshape(-1)
         if self.backbone == "vit":
             visual, text = _normalized(visual), _normalized(text)
         return self.clip.logit_scale.exp() * (visual @ text)

@@ -454,6 +454,46 @@ def test_a_missing_spacy_pipeline_falls_back_to_the_rules_with_a_warning(caplog)
     assert "cris_edge_no_such_pipeline" in caplog.text and "rule-based" in caplog.text
 
 
+_TOY_NOUNS = {"man", "hat", "car", "dog", "shirt"}
+
+
+def _toy_pipeline(tmp_path) -> str:
+    """A saved spaCy pipeline: spaCy's English tokenizer and a toy parser (the first listed noun
+    is the root; determiners and adjectives before it attach to it), loadable by its path."""
+    spacy = pytest.importorskip("spacy", reason="spaCy (the [zeroshot] extra) is not installed")
+    from spacy.language import Language
+
+    if "cris_edge_toy_parser" not in Language.factories:
+        @Language.component("cris_edge_toy_parser")
+        def toy_parser(doc):
+            nouns = [t for t in doc if t.text in _TOY_NOUNS]
+            root = nouns[0] if nouns else doc[0]
+            for t in doc:
+                before = t.i < root.i
+                t.pos_ = ("NOUN" if t.text in _TOY_NOUNS else "DET" if t.text in ("the", "a")
+                          else "ADJ" if before else "X")
+                if t.i != root.i:
+                    t.head = root
+                    t.dep_ = {"DET": "det", "ADJ": "amod"}.get(t.pos_, "dep") if before else "dep"
+            root.dep_ = "ROOT"
+            return doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("cris_edge_toy_parser")
+    nlp.to_disk(tmp_path / "toy")
+    return str(tmp_path / "toy")
+
+
+def test_the_spacy_path_rejoins_spacy_tokens_and_reads_the_root_chunk(tmp_path):
+    pipeline = _toy_pipeline(tmp_path)
+    parsed = parse_text("The man's  hat, on the LEFT", pipeline)
+    assert parsed.parser == f"spacy:{pipeline}"
+    assert parsed.sentence == "the man 's hat , on the left"  # spaCy's tokens joined by spaces
+    assert parsed.noun_phrase == "the man"
+    assert noun_phrase("a big red car near the dog", pipeline) == "a big red car"
+    assert noun_phrase("on the left", pipeline) == "on the left"  # no noun: the whole sentence
+
+
 def _installed_pipeline() -> bool:
     try:
         import spacy

@@ -134,6 +134,10 @@ def test_a_name_offline_fails_at_once_naming_the_file_and_where_to_put_it(monkey
     for name in ("openai:ViT-B-32", "openai:ViT-B/32"):
         with pytest.raises(ClipUnavailableError, match="ViT-B-32.pt"):
             load_clip(name)
+    with pytest.raises(ClipUnavailableError) as err:  # a weights file of a Hugging Face repository
+        load_clip("ViT-B-32:laion2b_s34b_b79k")
+    assert "open_clip_model.safetensors" in str(err.value)
+    assert str(tmp_path / "clip" / "ViT-B-32-laion2b_s34b_b79k.safetensors") in str(err.value)
     with pytest.raises(ValueError, match="unknown CLIP name 'openai:NoSuchNet'"):
         load_clip("openai:NoSuchNet")
     with pytest.raises(ValueError, match="its tags: "):
@@ -429,6 +433,8 @@ GOLDEN = [
     ("sitting near the dog", "sitting near the dog"),
     ("bowl of soup that is closest", "bowl"),
     ("left", "left"),
+    ("café table by the window", "café table"),
+    ("the man (left)", "the man"),
 ]
 
 

@@ -23,6 +23,7 @@ network; with no network the call fails at once, naming the file to download and
 
 from __future__ import annotations
 
+import posixpath
 import socket
 from pathlib import Path
 from typing import Optional, Union
@@ -132,13 +133,16 @@ def _from_name(name: str) -> nn.Module:
         raise ValueError(f"unknown CLIP name {name!r} ({known})")
     quick_gelu = bool(cfg.get("quick_gelu", False))
     url, hub = cfg.get("url", ""), cfg.get("hf_hub", "")
-    filename = Path(urlparse(url).path).name if url else (Path(hub).name or "open_clip_model.safetensors")
+    repo, hub_file = posixpath.split(hub)  # "org/model/" (open_clip's default file) or "org/model/file"
+    hub_file = hub_file or "open_clip_model.safetensors"
+    # a hub file name is shared by every model: its local copy is named after the model and tag
+    filename = Path(urlparse(url).path).name if url else f"{model}-{tag}{Path(hub_file).suffix}"
     local = cache_dir() / "clip" / filename
     if local.is_file():
         return _from_file(local, model, quick_gelu)
     host = _HF_HOST if hub and open_clip.pretrained.has_hf_hub() else urlparse(url).hostname
     if not host or not _reachable(host):
-        where = url or f"the file {filename} of the Hugging Face repository {hub.rstrip('/')}"
+        where = url or f"the file {hub_file} of the Hugging Face repository {repo}"
         raise ClipUnavailableError(
             f"cannot download CLIP weights {name!r}: {host or 'its host'} is not reachable from this machine. "
             f"Download {where} on a machine with a network and put it at {local} (then {name!r} loads "

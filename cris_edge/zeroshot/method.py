@@ -222,8 +222,8 @@ class GlobalLocal:
         official code), else each mask's tight box. Zero proposals give an empty result (index
         -1); an empty sentence, or proposals or boxes that do not fit the frame, a ValueError.
         """
-        rgb = to_rgb(frame, "bgr")
-        height, width = rgb.shape[:2]
+        image = self.normalized_frame(frame)
+        height, width = image.shape[-2:]
         parsed = parse_text(text, self.spacy_pipeline)
         phrase = parsed.noun_phrase if noun_phrase is None else _check_phrase(noun_phrase)
         masks = check_masks(proposals, height, width)
@@ -232,7 +232,6 @@ class GlobalLocal:
                                   parsed.sentence, phrase)
         boxes = tight_boxes(masks) if boxes is None else check_boxes(boxes, len(masks), height, width)
         tokens = self.tokens([parsed.sentence, phrase])
-        image = self.normalized_frame(frame)
         text_f = self.text_features(tokens)
         global_f = self.global_features(self.global_input(image), masks)
         local_f = self.local_features(self.crops(image, masks, boxes))

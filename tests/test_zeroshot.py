@@ -124,6 +124,24 @@ def test_load_clip_with_an_open_clip_model_name_checks_the_fit(states, tmp_path)
         load_clip(tmp_path / "tiny.pt", model="NoSuchNet")
 
 
+def test_load_clip_builds_a_named_open_clip_config_with_its_activation(states, tmp_path):
+    """``model=`` builds that open_clip config (here a tiny one added to open_clip's registry
+    for this process), GELU included, which the weights alone cannot tell."""
+    import json
+
+    from cris_edge.model._torchvision_compat import import_open_clip
+    from zeroshot_clips import BY_NAME
+
+    case = BY_NAME["vit"]
+    config = {"embed_dim": case.embed_dim, "vision_cfg": case.vision, "text_cfg": case.text}
+    (tmp_path / "cris-edge-test-tiny-vit.json").write_text(json.dumps(config))
+    import_open_clip().add_model_config(tmp_path / "cris-edge-test-tiny-vit.json")
+    torch.save(states["vit"], tmp_path / "tiny.pt")
+    clip = load_clip(tmp_path / "tiny.pt", model="cris-edge-test-tiny-vit")
+    assert type(clip.transformer.resblocks[0].mlp.gelu) is nn.GELU and not clip.training
+    assert all(torch.equal(clip.state_dict()[k], v) for k, v in states["vit"].items())
+
+
 def test_a_name_offline_fails_at_once_naming_the_file_and_where_to_put_it(monkeypatch, tmp_path):
     monkeypatch.setenv("CRIS_EDGE_CACHE", str(tmp_path))
     monkeypatch.setattr(clip_loading, "_reachable", lambda host, port=443: False)  # never download in tests

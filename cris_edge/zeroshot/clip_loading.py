@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
 from ..model._torchvision_compat import import_open_clip
@@ -69,11 +70,7 @@ def load_clip(source: PathLike, *, model: Optional[str] = None) -> nn.Module:
 
 def _from_file(path: Path, model: Optional[str], quick_gelu: Optional[bool] = None) -> nn.Module:
     state = read_clip_state_dict(path)
-    if model is None:
-        clip = _inferred(state, path)
-    else:
-        clip = _built(model, quick_gelu)
-        _load_strict(clip, state, f"CLIP weights {path} do not fit open_clip model {model!r}:")
+    clip = _inferred(state, path) if model is None else _built(model, quick_gelu, state, path)
     return clip.float().eval()
 
 
@@ -98,22 +95,24 @@ def _inferred(state: dict, path: Path) -> nn.Module:
     return clip
 
 
-def _built(model: str, quick_gelu: Optional[bool]) -> nn.Module:
+def _built(model: str, quick_gelu: Optional[bool], state: dict, path: Path) -> nn.Module:
+    """The open_clip config ``model`` holding ``state``; the fit is checked on a weightless
+    (meta-device) copy first, so weights that do not fit cost no model build."""
     open_clip = import_open_clip()
     if open_clip.get_model_config(model) is None:
         raise ValueError(f"unknown open_clip model {model!r} (open_clip.list_models() lists them)")
-    return open_clip.create_model(model, force_quick_gelu=bool(quick_gelu))
-
-
-def _load_strict(clip: nn.Module, state: dict, title: str) -> None:
-    own = clip.state_dict()
+    with torch.device("meta"):
+        own = open_clip.create_model(model, force_quick_gelu=bool(quick_gelu), device="meta").state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise CheckpointError(title + describe_key_problems(missing, unexpected, mismatched))
+        raise CheckpointError(f"CLIP weights {path} do not fit open_clip model {model!r}:"
+                              + describe_key_problems(missing, unexpected, mismatched))
+    clip = open_clip.create_model(model, force_quick_gelu=bool(quick_gelu))
     clip.load_state_dict(state)
+    return clip
 
 
 def _parse_name(name: str) -> tuple[str, str]:

@@ -452,6 +452,8 @@ GOLDEN = [
     ("bowl of soup that is closest", "bowl"),
     ("left", "left"),
     ("café table by the window", "café table"),
+    ("closest of the two cats", "closest"),  # a late head ("cats") is missed
+    ("to the left of the cat", "to the left of the cat"),
     ("the man (left)", "the man"),
 ]
 

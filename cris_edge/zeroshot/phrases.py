@@ -15,7 +15,7 @@ of the lower-cased sentence up to the first word that starts what follows a head
 preposition, a relative word or conjunction, a form of "be"/"have", a verb in -ing that is not
 a known noun, or punctuation); when the sentence starts with such a word, the whole sentence.
 It agrees with spaCy on phrases shaped "the red car on the left" or "a man holding a cup", and
-fails where the head comes late ("left of the two cats" gives the whole sentence) or an -ing
+fails where the head comes late ("closest of the two cats" gives "closest") or an -ing
 word is the noun ("the painting" is kept only because it is listed).
 """
 

@@ -76,7 +76,7 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     return np.array(boxes, dtype=np.int64)
 
 
-def _import_official(src: Path):
+def import_official(src: Path):
     """The official ``clip`` package (modified CLIP) and ``model/backbone.py``."""
     import_open_clip()  # makes torchvision importable beside a CPU torch (see the compat module)
     import importlib.util
@@ -201,7 +201,7 @@ def main() -> None:
     if not src:
         sys.exit("set ZSRIS_OFFICIAL_SRC to a checkout of Seonghoon-Yu/Zero-shot-RIS")
     src = Path(src)
-    clip, backbone = _import_official(src)
+    clip, backbone = import_official(src)
     OUT.mkdir(parents=True, exist_ok=True)
     for case in CASES:
         outputs = official_case(clip, backbone, case)

@@ -305,7 +305,8 @@ def test_local_and_text_features_formula(methods, kind):
 def test_scores_formula(methods, kind):
     method = methods[kind]  # alpha 0.9, beta 0.4
     gen = torch.Generator().manual_seed(2)
-    g, l, s, p = torch.randn(5, 32, generator=gen), torch.randn(5, 32, generator=gen), *torch.randn(2, 32, generator=gen)
+    g, l = torch.randn(5, 32, generator=gen), torch.randn(5, 32, generator=gen)
+    s, p = torch.randn(2, 32, generator=gen)
     v, t = 0.9 * g + 0.1 * l, 0.4 * s + 0.6 * p
     scale = method.clip.logit_scale.exp()
     if kind == "resnet":

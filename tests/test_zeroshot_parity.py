@@ -67,7 +67,8 @@ def test_stages_match_the_official_code(case):
     diffs = {
         "image224": max(rel_diff(image224[:, :, SUB, SUB], ref["image224_sub"]),
                         rel_diff(image224.sum(dim=(2, 3)), ref["image224_sum"])),
-        "crops": max(rel_diff(crops[:, :, SUB, SUB], ref["crops_sub"]), rel_diff(crops.sum(dim=(2, 3)), ref["crops_sum"])),
+        "crops": max(rel_diff(crops[:, :, SUB, SUB], ref["crops_sub"]),
+                     rel_diff(crops.sum(dim=(2, 3)), ref["crops_sum"])),
         "global_features": rel_diff(global_f, ref["global"]),
         "local_features": rel_diff(local_f, ref["local"]),
         "text_features(sentence)": rel_diff(text_f[0], ref["sentence_f"]),

@@ -286,7 +286,8 @@ def check_boxes(boxes, count: int, height: int, width: int) -> torch.Tensor:
     official code does; ValueError unless ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height``."""
     boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
     if tuple(boxes.shape) != (count, 4):
-        raise ValueError(f"boxes must be [{count}, 4] (x1, y1, x2, y2), one per proposal, got shape {tuple(boxes.shape)}")
+        raise ValueError(f"boxes must be [{count}, 4] (x1, y1, x2, y2), one per proposal, "
+                         f"got shape {tuple(boxes.shape)}")
     if not bool(torch.isfinite(boxes).all()):
         raise ValueError("boxes must be finite numbers")
     boxes = boxes.trunc().long()

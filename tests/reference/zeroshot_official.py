@@ -3,7 +3,8 @@
     ZSRIS_OFFICIAL_SRC=/path/to/Zero-shot-RIS python tests/reference/zeroshot_official.py
 
 For random-weight CLIPs (`tests/zeroshot_clips.py`: tiny ResNet and ViT CLIPs, and the RN50
-and ViT-B/32 architectures; deterministic weights, rebuilt by the tests from the same seeds) it builds the official modified CLIP
+and ViT-B/32 architectures; deterministic weights, rebuilt by the tests from the same seeds) it
+builds the official modified CLIP
 (``third_party/modified_CLIP``: ``clip.model.build_model`` on the OpenAI-layout state dict),
 wraps it in the official ``model/backbone.py`` classes (``clip_backbone`` for ResNet,
 ``CLIPViTFM`` for ViT; their ``clip.load`` download is bypassed by setting ``.model``), and runs

@@ -166,12 +166,28 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Int8Accuracy:
+    """The INT8 bundle scored against the FP32 graphs it was quantised from, as `cris-eval` scores
+    (every sentence of each image), in ONNX Runtime on CPU, on held-out data."""
+
+    data: str = _doc("the held-out set (its stable description, e.g. `synthetic:seeds[1000000,1000050)`)")
+    samples: int = _doc("images scored")
+    pairs: int = _doc("(image, sentence) pairs scored")
+    miou_fp32: float = _doc("mIoU of the FP32 graphs against the ground truth, %")
+    miou_int8: float = _doc("mIoU of this bundle against the ground truth, %")
+    iou_vs_fp32: float = _doc("mean IoU of this bundle's masks with the FP32 graphs' masks, in [0, 1]")
+
+
+@dataclass(frozen=True)
 class Int8Details:
     """How graphs were quantised."""
 
     placement: Placement = _doc("Q/DQ placement: `tensorrt` or `onnxruntime`")
     unquantized_layers: Literal["fp16", "fp32"] = _doc("precision of the layers without Q/DQ")
     calibration: Calibration = _doc("the calibration run")
+    accuracy: Optional[Int8Accuracy] = _doc("the accuracy check after the export, or null when it was not run "
+                                            "(`--no-accuracy-check`, no held-out data, the plugin head)",
+                                            default=None)
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,19 @@ class BundleScore:
     precision: str
     miou: float                                   # % against the ground truth
     iou_vs_reference: float                       # mean mask IoU against the first bundle
+    pairs: int                                    # (image, sentence) pairs scored
     ms_per_stage: dict[str, float] = field(default_factory=dict)  # mean per scene (all its sentences)
 
 
 def evaluate(bundles: Sequence[Path], samples: int, seed_offset: int = HELD_OUT_SEED_OFFSET,
              threads: int | None = None) -> list[BundleScore]:
-    """Score each bundle on scenes ``seed_offset .. seed_offset + samples - 1`` (every sentence);
-    the first bundle is the reference of ``iou_vs_reference``."""
-    records = open_records("synthetic", seed_offset=seed_offset, num_samples=samples)
+    """Score each bundle on scenes ``seed_offset .. seed_offset + samples - 1`` (`score`)."""
+    return score(bundles, open_records("synthetic", seed_offset=seed_offset, num_samples=samples), threads)
+
+
+def score(bundles: Sequence[Path], records: Sequence, threads: int | None = None) -> list[BundleScore]:
+    """Score each bundle on ``records`` (image, mask, sentences; every sentence); the first
+    bundle is the reference of ``iou_vs_reference``."""
     segmenters = [Segmenter(b, "onnxruntime", "cpu", threads=threads, text_cache_size=0) for b in bundles]
     try:
         warmup = records[0]
@@ -73,7 +78,7 @@ def evaluate(bundles: Sequence[Path], samples: int, seed_offset: int = HELD_OUT_
         for seg in segmenters:
             seg.close()
     return [BundleScore(str(b), seg.precision, 100 * scores[k].summary()["mIoU"], float(np.mean(vs_reference[k])),
-                        {s: v / len(records) for s, v in ms[k].items()})
+                        len(vs_reference[k]), {s: v / len(records) for s, v in ms[k].items()})
             for k, (b, seg) in enumerate(zip(bundles, segmenters))]
 
 

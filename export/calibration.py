@@ -17,17 +17,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 
+from cris_edge.data.records import DatasetError
+from cris_edge.data.sources import DATASETS, open_records
 from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
 from cris_edge.runtime.backends.onnxruntime import session
 from cris_edge.runtime.preprocess import preprocess
 from cris_edge.tokenizer import TokenBatch, get_tokenizer
 
 SYNTHETIC = "synthetic"
+#: The split of a refer dataset that an INT8 export is scored on (`CalibrationSpec.held_out`).
+VAL = "val"
 #: First seed of the synthetic calibration scenes: half way to the held-out range, so above any
 #: training set (seeds [0, N)) of fewer than 500k samples and below the held-out seeds.
 CALIBRATION_SEED_OFFSET = HELD_OUT_SEED_OFFSET // 2
@@ -49,7 +53,6 @@ class CalibrationSpec:
         if self.size < 1:
             raise ValueError(f"calibration size must be >= 1, got {self.size}")
         if self.dataset != SYNTHETIC and not self.is_lmdb:
-            from cris_edge.data.sources import DATASETS
             if self.dataset not in DATASETS:
                 raise ValueError(f"unknown calibration dataset {self.dataset!r}: use {SYNTHETIC!r}, a refer "
                                  f"dataset ({', '.join(d for d in DATASETS if d != SYNTHETIC)}) or an LMDB file")
@@ -79,13 +82,33 @@ class CalibrationSpec:
         """The first ``size`` pairs of this set (the FP16 overflow scan's)."""
         return CalibrationSpec(self.dataset, min(self.size, size), self.seed, self.split, self.data_root)
 
+    def held_out(self, size: int) -> tuple[Sequence, str]:
+        """``(records, description)``: up to ``size`` records (image, mask, sentences) that
+        calibration never sees, to score an INT8 export on: synthetic, the held-out scenes
+        (seeds from ``HELD_OUT_SEED_OFFSET``); a refer dataset, referents drawn (this spec's seed)
+        from its ``val`` split. ValueError saying why there are none: an LMDB file (its split is
+        not known), calibration on ``val`` itself, a ``val`` split that cannot be read."""
+        if self.dataset == SYNTHETIC:
+            return (open_records(SYNTHETIC, seed_offset=HELD_OUT_SEED_OFFSET, num_samples=size),
+                    f"synthetic:seeds[{HELD_OUT_SEED_OFFSET},{HELD_OUT_SEED_OFFSET + size})")
+        if self.is_lmdb:
+            raise ValueError("an LMDB calibration file has no known held-out split (score the bundle with cris-eval)")
+        if self.split == VAL:
+            raise ValueError(f"the calibration data is the {VAL} split itself (score the bundle with cris-eval)")
+        try:
+            records = open_records(self.dataset, VAL, data_root=self.data_root)
+        except DatasetError as err:
+            raise ValueError(f"cannot open {self.dataset}/{VAL}: {err}") from err
+        picked = np.sort(np.random.default_rng(self.seed).choice(len(records), min(size, len(records)),
+                                                                 replace=False))
+        return ([records[int(i)] for i in picked],
+                f"{self.dataset}/{VAL}@{Path(self.data_root).resolve()}:{len(picked)}@seed{self.seed}")
+
 
 def _records(spec: CalibrationSpec):
     """Samples with ``image`` (uint8 BGR ``[H, W, 3]``) and ``sentences``."""
     if spec.dataset == SYNTHETIC:
         return (make_sample(spec.seed + i) for i in range(spec.size))
-    from cris_edge.data.records import DatasetError
-    from cris_edge.data.sources import open_records
     try:
         records = open_records(spec.dataset, spec.split, data_root=spec.data_root,
                                lmdb=spec.dataset if spec.is_lmdb else None)

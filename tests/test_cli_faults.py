@@ -267,6 +267,8 @@ def test_train_refuses_to_overwrite_another_run(tmp_path, capsys):
     (["--workspace", "-1"], "--workspace must be >= 1, got -1"),
     (["--workspace", "0"], "--workspace must be >= 1, got 0"),
     (["--calib-size", "0"], "--calib-size must be >= 1"),
+    (["--accuracy-samples", "0"], "--accuracy-samples must be >= 1"),
+    (["--accuracy-samples", "4"], "--accuracy-samples goes with --precision int8"),
     (["--checkpoint", "missing.pth"], "--checkpoint missing.pth does not exist"),
 ])
 def test_export_values_are_checked_first(argv, named, tmp_path, capsys):

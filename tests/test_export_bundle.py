@@ -27,6 +27,7 @@ from cris_edge.export.tensorrt_build import engine_unavailable_reason
 from cris_edge.tokenizer import VOCAB_FILENAME
 
 from bundle_samples import make_bundle
+from dataset_writers import SPLIT_CYCLE, write_refer
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,50 @@ def test_fp16_and_int8_bundles_run_the_full_chain(fp32_bundle, checkpoint, cache
     again = _export(checkpoint, cache_dir, tmp_path / "int8", "int8")  # same model and data: cache reused
     assert bundle_format.read(again).precision_details.int8.calibration.reused_cache == {"visual": True,
                                                                                        "head": True}
+
+
+@pytest.mark.slow
+def test_int8_export_prints_and_records_its_accuracy_against_fp32(fp32_bundle, checkpoint, cache_dir, tmp_path):
+    argv = ["--checkpoint", str(checkpoint), "--precision", "int8", "--calib-size", "8", "--quiet", "--no-engines",
+            "--cache-dir", str(cache_dir)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cris_export([*argv, "--output", str(tmp_path / "int8"), "--accuracy-samples", "2"]) == 0
+    checked = bundle_format.read(tmp_path / "int8").precision_details.int8.accuracy
+    assert checked.data == "synthetic:seeds[1000000,1000002)" and checked.samples == 2
+    # the check's FP32 reference is the FP32 export of the same checkpoint: scoring the FP32 bundle
+    # and this one on the same scenes gives the recorded figures
+    fp32, int8 = evaluate([fp32_bundle[0], tmp_path / "int8"], samples=2)
+    assert checked.pairs == int8.pairs > 2
+    assert checked.miou_fp32 == pytest.approx(fp32.miou, abs=0.5) and checked.miou_int8 == pytest.approx(int8.miou,
+                                                                                                       abs=0.5)
+    assert checked.iou_vs_fp32 == pytest.approx(int8.iou_vs_reference, abs=0.01) and checked.iou_vs_fp32 < 1
+    sizes = {name: sum(m.bytes for n, m in bundle_format.read(b).files.items() if n.endswith(".onnx"))
+             for name, b in (("fp32", fp32_bundle[0]), ("int8", tmp_path / "int8"))}
+    line = next(li for li in printed.getvalue().splitlines() if li.startswith("INT8 graphs"))
+    assert line.startswith(f"INT8 graphs {sizes['int8'] / 2**20:.2f} MiB (FP32 {sizes['fp32'] / 2**20:.2f} MiB); "
+                           f"mIoU on 2 held-out samples ({checked.pairs} sentences")
+    assert (f"FP32 {checked.miou_fp32:.2f} -> INT8 {checked.miou_int8:.2f} % "
+            f"({checked.miou_int8 - checked.miou_fp32:+.2f} points)") in line
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cris_export([*argv, "--output", str(tmp_path / "unchecked"), "--no-accuracy-check"]) == 0
+    assert bundle_format.read(tmp_path / "unchecked").precision_details.int8.accuracy is None
+    assert "; accuracy not checked\n" in printed.getvalue()
+
+
+def test_int8_accuracy_is_checked_on_data_calibration_never_sees(tmp_path):
+    records, data = CalibrationSpec(size=8).held_out(3)
+    assert data == "synthetic:seeds[1000000,1000003)" and [r.seed for r in records] == [1000000, 1000001, 1000002]
+    samples = write_refer(tmp_path, n=10)
+    records, data = CalibrationSpec("refcoco", 2, data_root=str(tmp_path)).held_out(50)
+    val = [list(s.sentences[:3]) for i, s in enumerate(samples) if SPLIT_CYCLE[i % len(SPLIT_CYCLE)] == "val"]
+    assert data.startswith("refcoco/val@") and sorted(list(r.sentences) for r in records) == sorted(val)
+    with pytest.raises(ValueError, match="the val split itself"):
+        CalibrationSpec("refcoco", 2, split="val", data_root=str(tmp_path)).held_out(4)
+    (tmp_path / "train.lmdb").write_bytes(b"")
+    with pytest.raises(ValueError, match="LMDB calibration file has no known held-out split"):
+        CalibrationSpec(str(tmp_path / "train.lmdb"), 2).held_out(4)
 
 
 @pytest.mark.slow

@@ -4,9 +4,12 @@
     cris-demo --engine bundles/r50_fp16 --source 0 --text "the person on the left"
     cris-demo --source video.mp4 --text "the red car" --text "the bus" --output out.mp4 --no-display
     cris-demo --source "rtsp://camera/stream" --text "the dog"
+    cris-demo --serve 8080                                 # a web page on http://127.0.0.1:8080/
+    cris-demo --serve 0.0.0.0:8080 --source 0 --text "the cup"   # a headless device, seen on the network
 
-Change the prompts while it runs: type in the window and press Enter (';' between prompts), or,
-without a window, write lines on standard input. Esc or Ctrl-C quits. The output video appears
+Change the prompts while it runs: type in the window and press Enter (';' between prompts), in
+the web page's prompt box (--serve), or, without a window, write lines on standard input. Esc or
+Ctrl-C quits. The output video appears
 when the run ends (written under a hidden name until then); it may not be the input video.
 """
 
@@ -19,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..extras import missing_extra
 from .common import UsageError, run_command
 
 DEFAULT_OUTPUT = Path("out") / "cris_demo.mp4"
@@ -43,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-display", action="store_true", help="no window (implied when there is no display); "
                    "prompts are then read from standard input")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="serve the stream, the prompts, the FPS and timings on a "
+                   "web page at http://HOST:PORT/ instead of a window (HOST default 127.0.0.1; 0.0.0.0: every "
+                   "interface, visible on the network); a file source loops; needs the [web] extra")
     return p
 
 
@@ -64,6 +71,22 @@ def _main(args) -> int:
 
 
 def _run(args, log: logging.Logger) -> int:
+    if args.serve is None:
+        return _demo(args, log)
+    missing = missing_extra("web", "cris-demo --serve")
+    if missing:
+        raise UsageError(missing)
+    from ..demo.serve import Address, listen
+
+    sock = listen(Address.parse(args.serve))  # before any work: a port in use fails at once
+    try:
+        return _demo(args, log, sock)
+    finally:
+        sock.close()
+
+
+def _demo(args, log: logging.Logger, sock=None) -> int:
+    """The demo in a window or without one, or served on the listening socket ``sock``."""
     from ..demo.defaults import demo_bundle, demo_video
     from ..demo.display import no_display_reason
     from ..demo.pipeline import Demo, check_output
@@ -76,12 +99,12 @@ def _run(args, log: logging.Logger) -> int:
         raise UsageError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
         raise UsageError(f"--threshold must be in [0, 1), got {args.threshold}")
-    display = not args.no_display
-    reason = no_display_reason()
+    display = not args.no_display and sock is None
+    reason = no_display_reason() if display else None
     if display and reason:
         log.info("%s: running as with --no-display", reason)
         display = False
-    output = args.output or (None if display else DEFAULT_OUTPUT)
+    output = args.output or (None if display or sock is not None else DEFAULT_OUTPUT)
     texts = [p for line in (args.text or []) for p in parse_prompts(line)]
     if args.source is not None and not texts:
         raise UsageError("--text is required with --source: say what to segment")
@@ -104,7 +127,14 @@ def _run(args, log: logging.Logger) -> int:
     if segmenter.card is not None:
         log.info("model limits: %s", segmenter.card.limits)
     log.info("prompts: %s", " ; ".join(texts))
-    stats = Demo(segmenter, VideoSource(spec), Prompts(texts), output, display, _stdin(), args.max_frames).run()
+    demo = Demo(segmenter, VideoSource(spec, loop=sock is not None), Prompts(texts), output, display, _stdin(),
+                args.max_frames)
+    if sock is None:
+        stats = demo.run()
+    else:
+        from ..demo.serve import model_info, serve
+
+        stats = serve(demo, sock, model_info(segmenter), spec.describe())
     stages = ", ".join(f"{s} {stats.stage_ms.get(s, 0.0):.1f}" for s in STAGES)
     print(f"cris-demo: {stats.frames} frames in {stats.seconds:.2f} s: {stats.fps:.1f} FPS on {segmenter.backend}")
     print(f"cris-demo: mean ms per frame: {stages}" + (f"; {stats.dropped} stale frames dropped" if stats.dropped

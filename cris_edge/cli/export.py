@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=int, default=1024, metavar="MIB", help="TensorRT workspace limit (default: 1024)")
     p.add_argument("--cache-dir", type=Path, help="calibration and timing caches "
                    "(default: $CRIS_EDGE_CACHE, else $XDG_CACHE_HOME/cris_edge, else ~/.cache/cris_edge)")
+    p.add_argument("--accuracy-samples", type=int, metavar="N", help="INT8: score the bundle against the FP32 "
+                   "graphs on N held-out samples after the export (synthetic calibration: held-out scenes; a refer "
+                   "dataset: its val split) and print the mIoU change next to the sizes (default: 50)")
+    p.add_argument("--no-accuracy-check", action="store_true", help="INT8: skip that accuracy check")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -73,6 +77,23 @@ def _sizes(bundle: Path, config) -> str:
     return "\n".join([f"bundle {bundle} ({config.precision}):", *rows, f"  {'total':<34} {total / 2**20:9.2f} MiB"])
 
 
+def _int8_summary(result) -> Optional[str]:
+    """One line for an INT8 export: its graphs' size next to the FP32 graphs', and the accuracy
+    check (`cris_edge.bundle.Int8Accuracy`) or why it did not run."""
+    int8 = result.config.precision_details.int8
+    if int8 is None:
+        return None
+    graphs = sum(meta.bytes for name, meta in result.config.files.items() if name.endswith(".onnx"))
+    sizes = f"INT8 graphs {graphs / 2**20:.2f} MiB (FP32 {result.fp32_bytes / 2**20:.2f} MiB)"
+    checked = int8.accuracy
+    if checked is None:
+        return f"{sizes}; accuracy not checked" + (f": {result.accuracy_note}" if result.accuracy_note else "")
+    return (f"{sizes}; mIoU on {checked.samples} held-out samples ({checked.pairs} sentences, {checked.data}): "
+            f"FP32 {checked.miou_fp32:.2f} -> INT8 {checked.miou_int8:.2f} % "
+            f"({checked.miou_int8 - checked.miou_fp32:+.2f} points); INT8 masks vs FP32: mean IoU "
+            f"{checked.iou_vs_fp32:.3f}")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command("cris-export", _parser(), _main, argv)
 
@@ -80,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _check_options(args) -> None:
     """Every option's value and the output, before any work (a bad one is one line, exit 2)."""
     for option, value in (("--max-batch", args.max_batch), ("--workspace", args.workspace),
-                          ("--calib-size", args.calib_size)):
+                          ("--calib-size", args.calib_size), ("--accuracy-samples", args.accuracy_samples)):
         if value is not None and value < 1:
             raise UsageError(f"{option} must be >= 1, got {value}")
     if args.cache_dir is not None:
@@ -99,6 +120,8 @@ def _check_options(args) -> None:
         return
     if args.precision is None:
         raise UsageError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
+    if args.accuracy_samples is not None and (args.precision != "int8" or args.no_accuracy_check):
+        raise UsageError("--accuracy-samples goes with --precision int8, without --no-accuracy-check")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
     from cris_edge.export.staging import check_output
@@ -149,7 +172,8 @@ def _engine_only(args) -> int:
 
 def _export(args) -> int:
     from cris_edge.export.calibration import CalibrationSpec
-    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, OVERFLOW_SCAN_SAMPLES, ExportOptions, export_bundle
+    from cris_edge.export.pipeline import (ACCURACY_SAMPLES, DEFAULT_MAX_BATCH, OVERFLOW_SCAN_SAMPLES, ExportOptions,
+                                           export_bundle)
     from cris_edge.paths import cache_dir
 
     calibration = CalibrationSpec(args.calib, args.calib_size, split=args.calib_split, data_root=args.data_root)
@@ -164,9 +188,13 @@ def _export(args) -> int:
         head_output=args.head_output, plugin_library=args.plugin_library,
         max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, workspace_mib=args.workspace,
         cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
-        progress=not args.quiet)
+        progress=not args.quiet,
+        accuracy_samples=0 if args.no_accuracy_check else args.accuracy_samples or ACCURACY_SAMPLES)
     result = export_bundle(options)
     print(_sizes(result.bundle, result.config))
+    summary = _int8_summary(result)
+    if summary:
+        print(summary)
     print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
     if result.engine_note:
         print(result.engine_note)

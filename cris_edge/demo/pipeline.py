@@ -4,7 +4,9 @@ queues, so its frame rate is that of the slowest stage.
     capture thread --frames--> inference thread --results--> main thread: render, write, show
 
 The main thread renders (so a window, which OpenCV wants on one thread, works), writes the
-output video and shows the window; Ctrl-C or Esc stops everything and the threads are joined.
+output video, shows the window and hands each annotated frame to a ``sink`` if one is given
+(``cris-demo --serve``, which runs the pipeline in a worker thread and sets `Demo.stop` to end
+it); Ctrl-C or Esc stops everything and the threads are joined.
 
 The output video is written to a hidden temporary beside it (``.NAME.XXXXXXXX.partial.mp4``)
 and renamed over the output when the run ends (at the source's end, Esc or Ctrl-C, the video
@@ -22,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -54,6 +56,21 @@ class DemoStats:
     @property
     def fps(self) -> float:
         return (self.frames - 1) / self.seconds if self.frames > 1 and self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One annotated frame as the pipeline hands it to a sink: ``canvas`` (BGR uint8 [H, W, 3],
+    masks and HUD drawn), ``frame`` (1-based count of frames rendered in the run: with a file
+    source, never dropping a frame, frame ``k`` is the file's frame ``(k - 1) % length``), the
+    moving ``fps`` (None before the second frame), the ``timings`` (ms per stage) of this frame
+    and the ``prompts`` it was segmented with."""
+
+    canvas: np.ndarray
+    frame: int
+    fps: Optional[float]
+    timings: dict[str, float]
+    prompts: tuple[str, ...]
 
 
 def check_output(output: Path, inputs=(), option: str = "--output") -> None:
@@ -93,11 +110,12 @@ class InferenceThread(threading.Thread):
 class Demo:
     """One run of the demo on an opened ``source`` with ``segmenter``; ``output`` (an .mp4) and
     ``display`` (a window) are optional; with no display, prompts can be changed on
-    ``stdin``."""
+    ``stdin``; ``sink`` is called with each `Rendered` frame, in the rendering thread."""
 
     def __init__(self, segmenter, source: VideoSource, prompts: Prompts, output: Optional[Path] = None,
-                 display: bool = False, stdin=None, max_frames: Optional[int] = None):
-        self.segmenter, self.source, self.prompts = segmenter, source, prompts
+                 display: bool = False, stdin=None, max_frames: Optional[int] = None,
+                 sink: Optional[Callable[[Rendered], None]] = None):
+        self.segmenter, self.source, self.prompts, self.sink = segmenter, source, prompts, sink
         self.output, self.max_frames = (Path(output) if output is not None else None), max_frames
         self.stop = threading.Event()
         self.window = Window("cris-demo") if display else None
@@ -179,10 +197,12 @@ class Demo:
                 stats.stage_ms[stage] = sums[stage] / stats.frames
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
             canvas = draw_masks(frame, segmented)
-            draw_hud(canvas, hud_lines(fps, self.segmenter.backend, segmented[0].timings,
-                                       [r.text for r in segmented], self.editor.line if self.editor else None,
-                                       model=hud_model))
+            texts = tuple(r.text for r in segmented)
+            draw_hud(canvas, hud_lines(fps, self.segmenter.backend, segmented[0].timings, texts,
+                                       self.editor.line if self.editor else None, model=hud_model))
             self._write(canvas)
+            if self.sink is not None:
+                self.sink(Rendered(canvas, stats.frames, fps, dict(segmented[0].timings), texts))
             if self.window is not None and not self._show(canvas):
                 break
 

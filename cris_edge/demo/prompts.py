@@ -1,12 +1,12 @@
-"""The demo's prompts, changeable while it runs: typed in the window (`KeyEditor`) or given on
-standard input (`StdinReader`, with ``--no-display``). A line holds one or more prompts separated
+"""The demo's prompts, changeable while it runs: typed in the window (`KeyEditor`), given on
+standard input (`StdinReader`, with ``--no-display``) or set from the web page (``--serve``). A line holds one or more prompts separated
 by ``;`` ("the red circle; the blue square")."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Optional, TextIO
+from typing import Optional, Sequence, TextIO
 
 from ..runtime.inputs import check_texts
 
@@ -34,15 +34,22 @@ class Prompts:
         with self._lock:
             return list(self._prompts)
 
+    def set(self, prompts: Sequence[str]) -> list[str]:
+        """Replace the prompts with ``prompts`` (a list of str, each stripped); the new prompts.
+        ValueError (naming the item) for an empty list, an item that is not a str or is blank."""
+        texts = [t.strip() for t in check_texts(prompts)[0]]
+        with self._lock:
+            self._prompts = texts
+        log.info("prompts: %s", " ; ".join(texts))
+        return texts
+
     def set_line(self, line: str) -> bool:
         """Replace the prompts with those of ``line``; an empty line is ignored (False)."""
         try:
             prompts = parse_prompts(line)
         except ValueError:
             return False
-        with self._lock:
-            self._prompts = prompts
-        log.info("prompts: %s", " ; ".join(prompts))
+        self.set(prompts)
         return True
 
 

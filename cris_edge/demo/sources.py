@@ -4,7 +4,8 @@ A source is a camera index (``0``), a file, a network stream (``rtsp://...``, ``
 a GStreamer pipeline (anything with ``!``, e.g. ``nvarguscamerasrc ! ... ! appsink`` on a
 Jetson). Live sources (camera, stream, pipeline) are reopened with exponential backoff when they
 drop, and their stale frames are dropped so inference always sees the newest one; a file is read
-frame by frame to its end, which ends the demo.
+frame by frame to its end, which ends the demo (or, looped as ``cris-demo --serve`` loops it,
+starts it again).
 """
 
 from __future__ import annotations
@@ -67,12 +68,13 @@ class VideoSource:
     """Reads frames from a `SourceSpec`; `reconnect` reopens it after a drop.
 
     ``retry_delays``: seconds between reopening attempts (the last repeats); ``max_retries``:
-    attempts per reconnection (None: until stopped).
+    attempts per reconnection (None: until stopped); ``loop``: a file starts again from its first
+    frame at its end (it never ends).
     """
 
     def __init__(self, spec: SourceSpec, retry_delays: Sequence[float] = RETRY_DELAYS,
-                 max_retries: Optional[int] = None):
-        self.spec = spec
+                 max_retries: Optional[int] = None, loop: bool = False):
+        self.spec, self.loop = spec, loop and not spec.live
         self._delays, self._max_retries = tuple(retry_delays), max_retries
         self._capture = self._open()
         if self._capture is None:
@@ -89,10 +91,17 @@ class VideoSource:
         return None
 
     def read(self) -> Optional[np.ndarray]:
-        """The next BGR frame, or None at the end of a file or when a live source drops."""
+        """The next BGR frame, or None at the end of a file (unless looped) or when a live source
+        drops."""
         if self._capture is None:
             return None
         ok, frame = self._capture.read()
+        if not ok and self.loop:
+            self.release()
+            self._capture = self._open()
+            if self._capture is None:
+                return None
+            ok, frame = self._capture.read()
         return frame if ok and frame is not None and frame.size else None
 
     def reconnect(self, stop: threading.Event) -> bool:

@@ -13,3 +13,8 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SOT_ID, EOT_ID = 49406, 49407
 #: CLIP's text context: the most tokens (SOT and EOT included) its positional embedding covers.
 CLIP_CONTEXT = 77
+
+#: ImageNet's image normalisation, RGB, on the [0, 1] scale: what the official zero-shot
+#: Global-Local CLIP code feeds CLIP (not CLIP's own mean/std).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)

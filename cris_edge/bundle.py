@@ -416,6 +416,10 @@ def validate(bundle: Bundle) -> None:
         fail("threshold", f"must be in [0, 1), got {bundle.threshold}")
     if bundle.max_batch < 1:
         fail("max_batch", f"must be >= 1, got {bundle.max_batch}")
+    if (bundle.kind == "zeroshot") != (bundle.zeroshot is not None):
+        fail("zeroshot", f"must be {'set' if bundle.kind == 'zeroshot' else 'null'} for a {bundle.kind!r} bundle")
+    if bundle.zeroshot is not None:
+        _check_method(bundle.zeroshot, fail)
     expected = GRAPHS[bundle.kind]
     if sorted(bundle.graphs) != sorted(expected):
         fail("graphs", f"of a {bundle.kind!r} bundle must be {list(expected)}, got {sorted(bundle.graphs)}")
@@ -424,10 +428,6 @@ def validate(bundle: Bundle) -> None:
         fail("precision_details.int8", "is missing for an int8 bundle")
     if bundle.precision == "fp16" and details.fp16 is None:
         fail("precision_details.fp16", "is missing for an fp16 bundle")
-    if (bundle.kind == "zeroshot") != (bundle.zeroshot is not None):
-        fail("zeroshot", f"must be {'set' if bundle.kind == 'zeroshot' else 'null'} for a {bundle.kind!r} bundle")
-    if bundle.zeroshot is not None:
-        _check_method(bundle.zeroshot, fail)
     if bundle.head_output == "plugin" and bundle.plugins is None:
         fail("plugins", "is null although head_output is 'plugin'")
     if bundle.plugins is not None:

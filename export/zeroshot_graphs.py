@@ -108,8 +108,9 @@ class TextGraph(nn.Module):
         length = tokens.shape[1]
         x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
         x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
-        eot = x[torch.arange(x.shape[0]), eot_index.long()]
-        eot = clip.ln_final(eot)
+        # the EOT rows of the flattened tokens: one Gather
+        rows = torch.arange(x.shape[0], device=x.device) * length + eot_index.long()
+        eot = clip.ln_final(torch.index_select(x.reshape(-1, x.shape[-1]), 0, rows))
         proj = clip.text_projection
         out = proj(eot) if isinstance(proj, nn.Linear) else eot @ proj
         return _normalize(out) if self.normalize else out

@@ -82,7 +82,7 @@ def method_of(clip: torch.nn.Module, options: ZeroShotExportOptions) -> ZeroShot
     resnet = is_resnet(clip)
     return ZeroShotMethod(
         backbone="resnet" if resnet else "vit", alpha=float(options.alpha), beta=float(options.beta),
-        scoring="dot" if resnet else "cosine", logit_scale=float(clip.logit_scale.exp()), grid=grid_size(clip),
+        scoring="dot" if resnet else "cosine", logit_scale=float(clip.logit_scale.detach().exp()), grid=grid_size(clip),
         masked_blocks=0 if resnet else MASKED_BLOCKS, crop_fill=IMAGENET_MEAN, noun_phrase=options.noun_phrase,
         spacy_pipeline=options.spacy_pipeline, proposals=options.proposals)
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..bundle import ZeroShotMethod
-from ..tokenizer import EmptyTextError, Tokenizer
+from ..tokenizer import ClipTokenizer, EmptyTextError
 from . import regions
 from .backends.base import ZeroShotBackend
 from .preprocess import Frame
@@ -52,7 +52,7 @@ class ZeroShotPipeline:
     """The host side of a zero-shot bundle around a `ZeroShotBackend`: pre-processing in numpy,
     text features cached per string in ``text_cache``, scores, the choice."""
 
-    def __init__(self, backend: ZeroShotBackend, method: ZeroShotMethod, tokenizer: Tokenizer, word_len: int,
+    def __init__(self, backend: ZeroShotBackend, method: ZeroShotMethod, tokenizer: ClipTokenizer, word_len: int,
                  text_cache: TextCache):
         self.backend, self.method, self.word_len = backend, method, word_len
         self._tokenizer = tokenizer

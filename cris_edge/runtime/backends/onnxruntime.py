@@ -63,12 +63,14 @@ def _providers(device: Optional[str]) -> list:
 
 
 def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None, device: Optional[str] = "cpu",
-            optimize: bool = True, optimized_path: Optional[str] = None):
+            optimize: bool = True, optimized_path: Optional[str] = None, fp16: bool = False):
     """An ONNX Runtime session of ``model`` (a file, or serialized bytes), tuned for one
     inference at a time: sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's
     default), idle threads sleeping rather than spinning, warnings and below not logged.
     ``optimize`` False disables graph optimisations (exact reference runs); ``optimized_path``
-    saves the optimised graph there. Providers follow ``device`` (see `_providers`)."""
+    saves the optimised graph there. Providers follow ``device`` (see `_providers`). ``fp16``
+    (a graph computing in FP16) leaves out the NCHWc layout pass, whose kernels are FP32 only and
+    which crashes on some FP16 graphs (the zero-shot text graph's QuickGELU)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -85,7 +87,8 @@ def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None
     if optimized_path:
         options.optimized_model_filepath = optimized_path
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=_providers(device))
+    disabled = ["NchwcTransformer"] if fp16 else None
+    return ort.InferenceSession(source, options, providers=_providers(device), disabled_optimizers=disabled)
 
 
 def _check_io(session, graph: Graph, name: str, path: Path) -> None:
@@ -110,7 +113,7 @@ def open_sessions(bundle_dir: Path, bundle: Bundle, device: Optional[str], threa
     for name in GRAPHS[bundle.kind]:
         path = graph_path(bundle_dir, bundle, name)
         try:
-            sessions[name] = session(path, threads, device)
+            sessions[name] = session(path, threads, device, fp16=bundle.precision_details.io == "float16")
         except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
                               f"re-export the bundle (cris-export ... --output {bundle_dir})") from err

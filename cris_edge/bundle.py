@@ -227,8 +227,13 @@ class ZeroShotMethod:
     noun_phrase: NounPhrase = _doc("noun-phrase extractor: `rules` (built in), or `spacy` where spaCy and "
                                    "`spacy_pipeline` are installed (else the rules, with a warning)")
     spacy_pipeline: str = _doc("spaCy pipeline for `noun_phrase` `spacy`, e.g. `en_core_web_sm`")
-    proposals: Optional[str] = _doc("proposal generator run when a call gives none: `builtin` (the synthetic "
-                                    "scenes' colour-region generator), or null (proposals must be given)")
+    proposals: Optional[str] = _doc("proposal generator run when a call gives none: `builtin` (the colour-region "
+                                    "generator over `palette`), or null (proposals must be given)")
+    palette: Mapping[str, tuple[int, int, int]] = _doc("`builtin`: colour name -> BGR of the regions it proposes "
+                                                       "(the synthetic scenes' palette)", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "palette")
 
 
 @dataclass(frozen=True)
@@ -465,6 +470,10 @@ def _check_method(method: ZeroShotMethod, fail) -> None:
                          f"{method.masked_blocks}, {method.logit_scale}")
     if method.proposals not in (None, "builtin"):
         fail("zeroshot.proposals", f"must be 'builtin' or null, got {method.proposals!r}")
+    if method.proposals == "builtin" and not method.palette:
+        fail("zeroshot.palette", "is empty although proposals is 'builtin'")
+    if any(not 0 <= c <= 255 for bgr in method.palette.values() for c in bgr):
+        fail("zeroshot.palette", "colours must be BGR in [0, 255]")
 
 
 def _check_interface(bundle: Bundle, fail) -> None:

@@ -21,6 +21,7 @@ import torch
 
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import Bundle, Checkpoint, NounPhrase, PrecisionDetails, ZeroShotMethod, sha256_file
+from cris_edge.data.synthetic_scene import COLOURS
 from cris_edge.constants import CLIP_CONTEXT, IMAGENET_MEAN, IMAGENET_STD, THRESHOLD
 from cris_edge.paths import cache_dir
 from cris_edge.runtime import regions
@@ -84,7 +85,8 @@ def method_of(clip: torch.nn.Module, options: ZeroShotExportOptions) -> ZeroShot
         backbone="resnet" if resnet else "vit", alpha=float(options.alpha), beta=float(options.beta),
         scoring="dot" if resnet else "cosine", logit_scale=float(clip.logit_scale.detach().exp()), grid=grid_size(clip),
         masked_blocks=0 if resnet else MASKED_BLOCKS, crop_fill=IMAGENET_MEAN, noun_phrase=options.noun_phrase,
-        spacy_pipeline=options.spacy_pipeline, proposals=options.proposals)
+        spacy_pipeline=options.spacy_pipeline, proposals=options.proposals,
+        palette=dict(COLOURS) if options.proposals == "builtin" else {})
 
 
 def _load(clip: Union[Path, str, torch.nn.Module]) -> tuple[torch.nn.Module, Optional[Path]]:

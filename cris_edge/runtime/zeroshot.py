@@ -41,13 +41,6 @@ def _parse(text: str, method: ZeroShotMethod) -> tuple[str, str]:
     return parsed.sentence, parsed.noun_phrase
 
 
-def builtin_generator() -> Generator:
-    """The built-in proposal generator of the synthetic scenes (`cris_edge.zeroshot.proposals`)."""
-    from ..zeroshot.proposals import builtin_proposals  # torch-free
-
-    return builtin_proposals
-
-
 class ZeroShotPipeline:
     """The host side of a zero-shot bundle around a `ZeroShotBackend`: pre-processing in numpy,
     text features cached per string in ``text_cache``, scores, the choice."""
@@ -102,7 +95,9 @@ class ZeroShotPipeline:
                              "[N, H, W] masks at the frame's size, e.g. from SAM or a COCO RLE file read with "
                              "cris_edge.zeroshot.proposals)")
         if self._generator is None:
-            self._generator = builtin_generator()
+            from .proposals import PaletteSegments
+
+            self._generator = PaletteSegments(self.method.palette)
         bgr = frame.image if frame.bgr else frame.image[..., ::-1]
         return self._generator(np.ascontiguousarray(bgr))
 

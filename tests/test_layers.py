@@ -26,7 +26,11 @@ FORBIDDEN = [
     ("cris_edge.runtime", "cris_edge.model", "only the PyTorch backend imports the model"),
     ("cris_edge.runtime", "cris_edge.kernels.build", "the build script is a tool"),
     ("cris_edge.runtime", "cris_edge.kernels.torch_ops", "torch ops are for the PyTorch CUDA path"),
+    ("cris_edge.runtime", "cris_edge.zeroshot", "the runtime never imports the zero-shot method (torch)"),
     ("cris_edge.model", "cris_edge.runtime", "the model is independent of the runtime"),
+    ("cris_edge.model", "cris_edge.zeroshot", "CRIS needs no zero-shot method"),
+    ("cris_edge.zeroshot", "cris_edge.runtime.backends", "the zero-shot method is model code, not a runtime"),
+    ("cris_edge.zeroshot", "cris_edge.runtime.segmenter", "the zero-shot method is model code, not a runtime"),
     ("cris_edge.data", "cris_edge.model", "datasets need no model"),
     ("cris_edge.kernels.library", "cris_edge.kernels.build", "the loader never imports the build script"),
 ]

@@ -8,6 +8,12 @@ resolution) is scored against the referent's mask. Reports mIoU, overall IoU and
     cris-eval --checkpoint cris_r50.pth --config cris_r50_refcoco --lmdb datasets/lmdb/refcoco/testA.lmdb
     cris-eval --engine bundles/r50_fp16 --dataset refcoco --split val --data-root datasets  # a bundle
     cris-eval --engine bundles/demo_fp32 --num-samples 200   # a bundle's card names its dataset
+    cris-eval --method zeroshot --proposals builtin          # zero-shot, the shipped tiny CLIP, synthetic scenes
+    cris-eval --method zeroshot --clip ViT-B-32.pt --dataset refcoco --data-root datasets --proposals sam.json
+
+Zero-shot (Global-Local CLIP, docs/zeroshot.md): every sentence picks one of the image's mask
+proposals; an image with no proposal counts IoU 0, and the official figure, which skips such
+images, is printed beside it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cris-eval", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 2)[2])
+    parser.add_argument("--method", choices=("cris", "zeroshot"), default="cris",
+                        help="cris: a CRIS model (default); zeroshot: Global-Local CLIP on mask proposals")
     model = parser.add_argument_group("model")
     model.add_argument("--checkpoint", help="PyTorch checkpoint (ours, official or a state dict); "
                                             "default: the shipped demo model")
@@ -38,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
                        help="with --engine: the runtime backend (default: the best available)")
     model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    zeroshot = parser.add_argument_group("zero-shot (--method zeroshot)")
+    zeroshot.add_argument("--clip", help="CLIP weights (a file or a name, cris_edge.zeroshot.load_clip); default: "
+                                         "the shipped tiny CLIP of the synthetic scenes")
+    zeroshot.add_argument("--proposals", help="oracle (the dataset's instance masks), builtin (the synthetic "
+                                              "scenes' generator) or a COCO results JSON file; default oracle")
+    zeroshot.add_argument("--alpha", type=float, help="weight of the global visual feature (default 0.95; 0.85 for "
+                                                      "refcocog, as the official code)")
+    zeroshot.add_argument("--beta", type=float, default=0.5, help="weight of the sentence against its noun phrase "
+                                                                  "(default 0.5)")
+    zeroshot.add_argument("--spacy", default="en_core_web_sm", metavar="PIPELINE",
+                          help="spaCy pipeline for noun phrases (default en_core_web_sm), or 'none' for the "
+                               "rule-based extractor")
     data = parser.add_argument_group("data (defaults from the checkpoint's config, or the bundle's model card)")
     data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes (with --engine: "
                                                           "default the dataset its model card records; required "
@@ -61,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
+    if args.method == "zeroshot":
+        return _zeroshot(args)
+    if args.clip or args.proposals or args.alpha is not None:
+        raise UsageError("--clip, --proposals and --alpha are for --method zeroshot")
     if args.engine and args.checkpoint:
         raise UsageError("give --checkpoint or --engine, not both")
     if args.limit is not None and args.limit < 1:
@@ -101,6 +125,73 @@ def _main(args) -> int:
     print(f"{'samples':<9} {summary['samples']}")
     if args.json:
         remove_stale_temporaries(args.json)  # of evaluations killed while writing it
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _zeroshot(args) -> int:
+    """``cris-eval --method zeroshot``: the zero-shot protocol of `cris_edge.eval.zeroshot`."""
+    if args.engine or args.checkpoint or args.config:
+        raise UsageError("--method zeroshot takes --clip, not --checkpoint, --config or --engine")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {args.num_samples}")
+    for name in ("alpha", "beta"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise UsageError(f"--{name} must be in [0, 1], got {value}")
+    if args.clip is not None and not (args.dataset or args.lmdb):
+        raise UsageError("--clip: give --dataset or --lmdb (the shipped CLIP alone defaults to synthetic scenes)")
+    if args.proposals not in (None, "oracle", "builtin") and not Path(args.proposals).is_file():
+        raise UsageError(f"--proposals: no such file {args.proposals} (or give oracle or builtin)")
+    if args.json:
+        check_writable(args.json, "--json")
+        check_not_input(args.json, (args.clip, args.lmdb, args.proposals), "--json")
+    missing = missing_extra("torch", "the zero-shot method")
+    if missing:
+        raise UsageError(missing)
+    from ..assets import zeroshot_clip
+    from ..data.sources import open_records
+    from ..eval.metrics import PREC_THRESHOLDS
+    from ..eval.zeroshot import evaluate_zeroshot, proposal_source
+    from ..runtime.device import parse_device
+    from ..zeroshot import GlobalLocal, load_clip
+
+    dataset = args.dataset or ("synthetic" if not args.lmdb else "lmdb")
+    split = args.split or "val"
+    records = open_records(dataset, split, data_root=args.data_root or "datasets", lmdb=args.lmdb,
+                           split_by=args.split_by, seed_offset=args.seed, num_samples=args.num_samples)
+    proposals = args.proposals or "oracle"
+    try:
+        source = proposal_source(proposals, records)
+    except ValueError as err:
+        raise UsageError(f"--proposals {proposals}: {err}") from None
+    clip_path = args.clip or zeroshot_clip()
+    alpha = args.alpha if args.alpha is not None else 0.85 if dataset.startswith("refcocog") else 0.95
+    import torch
+
+    clip = load_clip(clip_path).to(parse_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    method = GlobalLocal(clip, alpha, args.beta, spacy_pipeline=None if args.spacy == "none" else args.spacy)
+    count = min(len(records), args.limit or len(records))
+    what = (f"LMDB {args.lmdb}" if args.lmdb else
+            f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic" else f"{dataset} {split}")
+    print(f"cris-eval: zero-shot Global-Local CLIP ({clip_path}, alpha {alpha}, beta {args.beta}, "
+          f"{method.backbone}) on {what} ({count} referents, proposals: {proposals})", file=sys.stderr)
+    summary = evaluate_zeroshot({"zeroshot": method}, records, source, range(count))["zeroshot"].summary()
+    for key in ("mIoU", "oIoU", *(f"Prec@{t:.1f}" for t in PREC_THRESHOLDS)):
+        print(f"{key:<9} {summary[key]:.4f}")
+    print(f"{'samples':<9} {summary['samples']}")
+    print(f"{'no proposals':<9} {summary['pairs_without_proposals']} sentence(s), counted as IoU 0")
+    official = summary["official"]
+    if official is None:
+        print("official  (no image had proposals)")
+    else:
+        print(f"official  mIoU {official['mIoU']:.4f}  oIoU {official['oIoU']:.4f}  ({official['samples']} sentences; "
+              "images without proposals skipped)")
+    if args.json:
+        remove_stale_temporaries(args.json)
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -156,6 +156,7 @@ class ReferDataset(Sequence):
                 self.refs.append(ref)
         if not self.refs:
             raise DatasetError(f"{self.refs_path}: no refs in split {split!r}")
+        self._annotations_by_image: dict | None = None
         if not self.image_dir.is_dir():
             raise DatasetError(f"image folder not found: {self.image_dir}")
 
@@ -233,6 +234,22 @@ class ReferDataset(Sequence):
         source = f"{self.instances_path} (annotation {ref['ann_id']})"
         return annotation_mask(self.anns[ref["ann_id"]]["segmentation"], image["height"],
                                image["width"], source)
+
+    def image_info(self, i: int) -> dict:
+        """Item ``i``'s image entry of instances.json (``id``, ``file_name``, ``height``, ``width``)."""
+        return self.images[self.refs[i]["image_id"]]
+
+    def instance_masks(self, i: int) -> list[np.ndarray]:
+        """uint8 ``[H, W]`` masks in {0, 1} of every COCO annotation of item ``i``'s image, the
+        referent's among them (the instance masks that zero-shot evaluation's oracle proposals are)."""
+        if self._annotations_by_image is None:
+            self._annotations_by_image = {}
+            for ann_id, ann in self.anns.items():
+                self._annotations_by_image.setdefault(ann.get("image_id"), []).append(ann_id)
+        image = self.image_info(i)
+        return [annotation_mask(self.anns[a]["segmentation"], image["height"], image["width"],
+                                f"{self.instances_path} (annotation {a})")
+                for a in self._annotations_by_image.get(image["id"], [])]
 
     def category(self, i: int) -> int:
         """Item ``i``'s category as a contiguous index (0..79 for COCO)."""

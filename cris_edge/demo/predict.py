@@ -29,6 +29,7 @@ import numpy as np
 
 from ..paths import OutputError, atomic_output, check_writable, write_atomically
 from ..runtime.result import STAGES, SegmentationResult
+from ..runtime.rle import encode as mask_rle
 from .render import colour, draw_hud, draw_masks
 
 log = logging.getLogger("cris_edge.demo")
@@ -101,23 +102,6 @@ def output_name(image_index: int, image: Path, prompt_index: int, prompt: str, n
     (image index, prompt index) whatever the stems and prompts are."""
     width = max(4, len(str(max(n_images - 1, 0))))
     return f"{image_index:0{width}d}-{slug(image.stem)}_{prompt_index:02d}-{slug(prompt)}"
-
-
-def mask_rle(mask: np.ndarray) -> dict:
-    """``mask`` (``[H, W]``, nonzero = inside) as COCO's uncompressed RLE: ``{"size": [H, W],
-    "counts": [...]}``, run lengths in column-major order starting with a run of zeros (0 when
-    the first pixel is inside). ``pycocotools.mask.frPyObjects(rle, H, W)`` reads it."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be [H, W], got shape {mask.shape}")
-    flat = mask.astype(bool).ravel(order="F")
-    if flat.size == 0:
-        return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": []}
-    bounds = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]))
-    counts = np.diff(bounds).tolist()
-    if flat[0]:
-        counts.insert(0, 0)
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
 
 
 def mask_bbox(mask: np.ndarray) -> Optional[list[int]]:

@@ -7,13 +7,16 @@ is a CUDA build: its C++ op library fails to load beside the CPU torch, and
 ``RuntimeError: operator torchvision::nms does not exist``. ``import open_clip`` imports
 torchvision, so it fails too.
 
-cris-edge uses none of torchvision's compiled ops. When, and only when, exactly that failure
-occurs, :func:`import_open_clip` defines the two missing op schemas (schemas only: calling them
-still fails loudly) and imports again. On a normal install this module does nothing.
+cris-edge's own code uses none of torchvision's compiled ops. When, and only when, exactly that
+failure occurs, :func:`import_open_clip` (and :func:`import_torchvision_user` for another package
+that imports torchvision, such as segment-anything) defines the two missing op schemas (schemas
+only: calling them still fails loudly) and imports again. On a normal install this module does
+nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from types import ModuleType
 
@@ -41,17 +44,21 @@ def _forget_partial_import(prefix: str) -> None:
 
 def import_open_clip() -> ModuleType:
     """Return the ``open_clip`` module, working around a CPU-torch/CUDA-torchvision mismatch."""
+    return import_torchvision_user(
+        "open_clip", "cris_edge.model needs open_clip: pip install -c constraints.txt 'cris-edge[torch]'")
+
+
+def import_torchvision_user(name: str, install_hint: str) -> ModuleType:
+    """Import module ``name`` (one that imports torchvision), working around the mismatch;
+    ModuleNotFoundError with ``install_hint`` when it is not installed."""
     try:
-        import open_clip
+        return importlib.import_module(name)
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            "cris_edge.model needs open_clip: pip install -c constraints.txt 'cris-edge[torch]'"
-        ) from err
+        raise ModuleNotFoundError(install_hint) from err
     except RuntimeError as err:
         if _MISSING_OP_ERROR not in str(err) or _library is not None:
             raise
-        _forget_partial_import("open_clip")
+        _forget_partial_import(name)
         _forget_partial_import("torchvision")
         _define_missing_schemas()
-        import open_clip
-    return open_clip
+        return importlib.import_module(name)

@@ -23,11 +23,13 @@ network; with no network the call fails at once, naming the file to download and
 
 from __future__ import annotations
 
+import posixpath
 import socket
 from pathlib import Path
 from typing import Optional, Union
 from urllib.parse import urlparse
 
+import torch
 from torch import nn
 
 from ..model._torchvision_compat import import_open_clip
@@ -60,7 +62,7 @@ def load_clip(source: PathLike, *, model: Optional[str] = None) -> nn.Module:
     if path.is_file():
         return _from_file(path, model)
     text = str(source)
-    if ":" in text and not path.exists() and "/" not in text and "\\" not in text:
+    if text.startswith("openai:") or (":" in text and not path.exists() and "/" not in text and "\\" not in text):
         return _from_name(text)
     raise FileNotFoundError(f"CLIP weights not found: {text} (give a weights file, or a name such as "
                             "openai:RN50, openai:ViT-B-32 or an open_clip MODEL:PRETRAINED tag)")
@@ -68,11 +70,7 @@ def load_clip(source: PathLike, *, model: Optional[str] = None) -> nn.Module:
 
 def _from_file(path: Path, model: Optional[str], quick_gelu: Optional[bool] = None) -> nn.Module:
     state = read_clip_state_dict(path)
-    if model is None:
-        clip = _inferred(state, path)
-    else:
-        clip = _built(model, quick_gelu)
-        _load_strict(clip, state, f"CLIP weights {path} do not fit open_clip model {model!r}:")
+    clip = _inferred(state, path) if model is None else _built(model, quick_gelu, state, path)
     return clip.float().eval()
 
 
@@ -97,28 +95,31 @@ def _inferred(state: dict, path: Path) -> nn.Module:
     return clip
 
 
-def _built(model: str, quick_gelu: Optional[bool]) -> nn.Module:
+def _built(model: str, quick_gelu: Optional[bool], state: dict, path: Path) -> nn.Module:
+    """The open_clip config ``model`` holding ``state``; the fit is checked on a weightless
+    (meta-device) copy first, so weights that do not fit cost no model build."""
     open_clip = import_open_clip()
     if open_clip.get_model_config(model) is None:
         raise ValueError(f"unknown open_clip model {model!r} (open_clip.list_models() lists them)")
-    return open_clip.create_model(model, force_quick_gelu=bool(quick_gelu))
-
-
-def _load_strict(clip: nn.Module, state: dict, title: str) -> None:
-    own = clip.state_dict()
+    with torch.device("meta"):
+        own = open_clip.create_model(model, force_quick_gelu=bool(quick_gelu), device="meta").state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in state if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
-        raise CheckpointError(title + describe_key_problems(missing, unexpected, mismatched))
+        raise CheckpointError(f"CLIP weights {path} do not fit open_clip model {model!r}:"
+                              + describe_key_problems(missing, unexpected, mismatched))
+    clip = open_clip.create_model(model, force_quick_gelu=bool(quick_gelu))
     clip.load_state_dict(state)
+    return clip
 
 
 def _parse_name(name: str) -> tuple[str, str]:
-    """``openai:RN50`` -> (``RN50``, ``openai``); ``MODEL:TAG`` -> (``MODEL``, ``TAG``)."""
+    """``openai:RN50`` -> (``RN50``, ``openai``), ``openai:ViT-B/32`` (OpenAI's spelling) ->
+    (``ViT-B-32``, ``openai``); ``MODEL:TAG`` -> (``MODEL``, ``TAG``)."""
     first, _, second = name.partition(":")
-    return (second, first) if first == "openai" else (first, second)
+    return (second.replace("/", "-"), first) if first == "openai" else (first, second)
 
 
 def _from_name(name: str) -> nn.Module:
@@ -131,13 +132,16 @@ def _from_name(name: str) -> nn.Module:
         raise ValueError(f"unknown CLIP name {name!r} ({known})")
     quick_gelu = bool(cfg.get("quick_gelu", False))
     url, hub = cfg.get("url", ""), cfg.get("hf_hub", "")
-    filename = Path(urlparse(url).path).name if url else (Path(hub).name or "open_clip_model.safetensors")
+    repo, hub_file = posixpath.split(hub)  # "org/model/" (open_clip's default file) or "org/model/file"
+    hub_file = hub_file or "open_clip_model.safetensors"
+    # a hub file name is shared by every model: its local copy is named after the model and tag
+    filename = Path(urlparse(url).path).name if url else f"{model}-{tag}{Path(hub_file).suffix}"
     local = cache_dir() / "clip" / filename
     if local.is_file():
         return _from_file(local, model, quick_gelu)
     host = _HF_HOST if hub and open_clip.pretrained.has_hf_hub() else urlparse(url).hostname
     if not host or not _reachable(host):
-        where = url or f"the file {filename} of the Hugging Face repository {hub.rstrip('/')}"
+        where = url or f"the file {hub_file} of the Hugging Face repository {repo}"
         raise ClipUnavailableError(
             f"cannot download CLIP weights {name!r}: {host or 'its host'} is not reachable from this machine. "
             f"Download {where} on a machine with a network and put it at {local} (then {name!r} loads "

@@ -118,7 +118,10 @@ class GlobalLocal:
         Not normalised.
         """
         visual = self.clip.visual
-        image = image.to(self.device, torch.float32)
+        image, masks = torch.as_tensor(image).to(self.device, torch.float32), torch.as_tensor(masks)
+        if image.ndim != 4 or image.shape[:2] != (1, 3) or masks.ndim != 3:
+            raise ValueError(f"global_features takes image [1, 3, S, S] and masks [N, H, W], got "
+                             f"{tuple(image.shape)} and {tuple(masks.shape)}")
         if self.backbone == "resnet":
             x = visual.stem(image)
             x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
@@ -141,27 +144,30 @@ class GlobalLocal:
     def local_features(self, crops: torch.Tensor) -> torch.Tensor:
         """``crops [N, 3, S, S]`` (normalised) -> ``[N, D]`` float32: CLIP's image embedding of
         each crop; L2-normalised for ResNet, raw for ViT (as the official code)."""
-        features = self.clip.encode_image(crops.to(self.device, torch.float32))
+        features = self.clip.encode_image(torch.as_tensor(crops).to(self.device, torch.float32))
         return _normalized(features) if self.backbone == "resnet" else features
 
     @torch.inference_mode()
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens [B, 77]`` int64 (CLIP BPE, SOT ... EOT, zero padded) -> ``[B, D]`` float32:
         CLIP's text embedding at the EOT token; L2-normalised for ResNet, raw for ViT."""
-        features = self.clip.encode_text(tokens.to(self.device, torch.long))
+        features = self.clip.encode_text(torch.as_tensor(tokens).to(self.device, torch.long))
         return _normalized(features) if self.backbone == "resnet" else features
 
     @torch.inference_mode()
     def scores(self, global_f: torch.Tensor, local_f: torch.Tensor, sentence_f: torch.Tensor,
                noun_phrase_f: torch.Tensor) -> torch.Tensor:
-        """``global_f, local_f [N, D]``, ``sentence_f, noun_phrase_f [D]`` -> ``[N]`` float32.
+        """``global_f, local_f [N, D]``, ``sentence_f, noun_phrase_f [D]`` (or ``[1, D]``) -> ``[N]``
+        float32.
 
         ``v = alpha * global + (1 - alpha) * local``, ``t = beta * sentence + (1 - beta) *
         noun_phrase``; ResNet: ``scale * v @ t`` (no further normalisation), ViT: ``scale *
         cos(v, t)``, with ``scale = exp(logit_scale)`` (100 for OpenAI's CLIPs).
         """
+        global_f, local_f, sentence_f, noun_phrase_f = (torch.as_tensor(f).to(self.device, torch.float32)
+                                                        for f in (global_f, local_f, sentence_f, noun_phrase_f))
         visual = self.alpha * global_f + (1 - self.alpha) * local_f
-        text = self.beta * sentence_f + (1 - self.beta) * noun_phrase_f
+        text = (self.beta * sentence_f + (1 - self.beta) * noun_phrase_f).reshape(-1)
         if self.backbone == "vit":
             visual, text = _normalized(visual), _normalized(text)
         return self.clip.logit_scale.exp() * (visual @ text)
@@ -216,8 +222,8 @@ class GlobalLocal:
         official code), else each mask's tight box. Zero proposals give an empty result (index
         -1); an empty sentence, or proposals or boxes that do not fit the frame, a ValueError.
         """
-        rgb = to_rgb(frame, "bgr")
-        height, width = rgb.shape[:2]
+        image = self.normalized_frame(frame)
+        height, width = image.shape[-2:]
         parsed = parse_text(text, self.spacy_pipeline)
         phrase = parsed.noun_phrase if noun_phrase is None else _check_phrase(noun_phrase)
         masks = check_masks(proposals, height, width)
@@ -226,7 +232,6 @@ class GlobalLocal:
                                   parsed.sentence, phrase)
         boxes = tight_boxes(masks) if boxes is None else check_boxes(boxes, len(masks), height, width)
         tokens = self.tokens([parsed.sentence, phrase])
-        image = self.normalized_frame(frame)
         text_f = self.text_features(tokens)
         global_f = self.global_features(self.global_input(image), masks)
         local_f = self.local_features(self.crops(image, masks, boxes))
@@ -281,7 +286,8 @@ def check_boxes(boxes, count: int, height: int, width: int) -> torch.Tensor:
     official code does; ValueError unless ``0 <= x1 < x2 <= width`` and ``0 <= y1 < y2 <= height``."""
     boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
     if tuple(boxes.shape) != (count, 4):
-        raise ValueError(f"boxes must be [{count}, 4] (x1, y1, x2, y2), one per proposal, got shape {tuple(boxes.shape)}")
+        raise ValueError(f"boxes must be [{count}, 4] (x1, y1, x2, y2), one per proposal, "
+                         f"got shape {tuple(boxes.shape)}")
     if not bool(torch.isfinite(boxes).all()):
         raise ValueError("boxes must be finite numbers")
     boxes = boxes.trunc().long()

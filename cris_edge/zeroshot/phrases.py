@@ -15,7 +15,7 @@ of the lower-cased sentence up to the first word that starts what follows a head
 preposition, a relative word or conjunction, a form of "be"/"have", a verb in -ing that is not
 a known noun, or punctuation); when the sentence starts with such a word, the whole sentence.
 It agrees with spaCy on phrases shaped "the red car on the left" or "a man holding a cup", and
-fails where the head comes late ("left of the two cats" gives the whole sentence) or an -ing
+fails where the head comes late ("closest of the two cats" gives "closest") or an -ing
 word is the noun ("the painting" is kept only because it is listed).
 """
 
@@ -33,7 +33,7 @@ _log = logging.getLogger(__name__)
 #: The spaCy pipeline used unless another is named (the official code loads ``en_core_web_lg``).
 DEFAULT_PIPELINE = "en_core_web_sm"
 
-_WORDS = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?|[^\sa-z0-9]")
+_WORDS = re.compile(r"[^\W_]+(?:['’][^\W_]+)?|[^\w\s]|_")
 #: Words that end a head noun phrase: what comes after them describes or locates the head.
 _BOUNDARY = frozenset("""
     in on at with of near behind beside besides next to by under underneath below beneath above over
@@ -101,8 +101,8 @@ def rule_noun_phrase(sentence: str) -> str:
     words = _WORDS.findall(sentence.lower())
     head = []
     for word in words:
-        if word in _BOUNDARY or not (word[0].isalnum()) or (word.endswith("ing") and len(word) > 4
-                                                             and word not in _ING_NOUNS):
+        if word in _BOUNDARY or not word[0].isalnum() or (word.endswith("ing") and len(word) > 4
+                                                           and word not in _ING_NOUNS):
             break
         head.append(word)
     return " ".join(head) if head else sentence

@@ -2,8 +2,9 @@
 
     ZSRIS_OFFICIAL_SRC=/path/to/Zero-shot-RIS python tests/reference/zeroshot_official.py
 
-For a tiny random-weight ResNet CLIP and ViT CLIP (`tests/zeroshot_clips.py`: deterministic
-weights, rebuilt by the tests from the same seeds) it builds the official modified CLIP
+For random-weight CLIPs (`tests/zeroshot_clips.py`: tiny ResNet and ViT CLIPs, and the RN50
+and ViT-B/32 architectures; deterministic weights, rebuilt by the tests from the same seeds) it
+builds the official modified CLIP
 (``third_party/modified_CLIP``: ``clip.model.build_model`` on the OpenAI-layout state dict),
 wraps it in the official ``model/backbone.py`` classes (``clip_backbone`` for ResNet,
 ``CLIPViTFM`` for ViT; their ``clip.load`` download is bypassed by setting ``.model``), and runs
@@ -18,7 +19,7 @@ torchvision antialiases by default, so ``resize``/``resized_crop`` are called he
 ``antialias=False`` (what the official code computed). The official loader's resize to a
 short side of 800 and back (for FreeSOLO) is left out, as cris-edge feeds the frame as it is.
 
-Writes ``tests/data/zeroshot/{resnet,vit}.npz`` (inputs, official intermediates subsampled,
+Writes ``tests/data/zeroshot/<case>.npz`` (inputs, official intermediates subsampled,
 official features and scores) and ``tests/data/zeroshot/noun_phrases.json``.
 """
 
@@ -38,7 +39,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from zeroshot_clips import VISION, tiny_clip_state  # noqa: E402
+from zeroshot_clips import CASES, ClipCase, clip_state  # noqa: E402
 
 from cris_edge.model._torchvision_compat import import_open_clip  # noqa: E402
 
@@ -76,7 +77,7 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     return np.array(boxes, dtype=np.int64)
 
 
-def _import_official(src: Path):
+def import_official(src: Path):
     """The official ``clip`` package (modified CLIP) and ``model/backbone.py``."""
     import_open_clip()  # makes torchvision importable beside a CPU torch (see the compat module)
     import importlib.util
@@ -104,24 +105,24 @@ def _official_function(path: Path, name: str):
     return namespace[name]
 
 
-def _wrapper(backbone, kind: str, official_clip):
+def _wrapper(backbone, case: ClipCase, official_clip):
     """The official backbone class around ``official_clip`` without its ``clip.load``."""
-    cls = backbone.clip_backbone if kind == "resnet" else backbone.CLIPViTFM
+    cls = backbone.clip_backbone if case.backbone == "resnet" else backbone.CLIPViTFM
     wrapper = cls.__new__(cls)
     torch.nn.Module.__init__(wrapper)
     wrapper.model = official_clip
-    if kind == "vit":
-        wrapper.last_layer = VISION["vit"]["layers"] - 1
+    if case.backbone == "vit":
+        wrapper.last_layer = case.vision["layers"] - 1
     return wrapper
 
 
-def official_case(clip, backbone, kind: str) -> dict:
+def official_case(clip, backbone, case: ClipCase) -> dict:
     import torchvision.transforms as T
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    official = clip.model.build_model(dict(tiny_clip_state(kind))).float().eval()
-    model = _wrapper(backbone, kind, official)
+    official = clip.model.build_model(clip_state(case.name)).float().eval()
+    model = _wrapper(backbone, case, official)
     frame, masks = synthetic_inputs()
     boxes = tight_boxes(masks)
     h, w = FRAME_HW
@@ -139,7 +140,7 @@ def official_case(clip, backbone, kind: str) -> dict:
             crops.append(TF.resized_crop(blended[0], y1, x1, y2 - y1, x2 - x1, [224, 224]))
         crops = torch.stack(crops)
         tokens = clip.tokenize([SENTENCE, NOUN_PHRASE])
-        if kind == "resnet":
+        if case.backbone == "resnet":
             global_f = model.feature_map_masking(resized, pred_masks)
             local_f = model.get_gloval_vector(crops)
             sentence_f = model.get_text_feature(tokens[:1])
@@ -147,7 +148,7 @@ def official_case(clip, backbone, kind: str) -> dict:
             score = model.calculate_similarity_score(ALPHA * global_f + (1 - ALPHA) * local_f,
                                                      BETA * sentence_f + (1 - BETA) * phrase_f)
         else:
-            masked_from = VISION["vit"]["layers"] - 3
+            masked_from = case.vision["layers"] - 3
             global_f = model(resized, pred_masks, masking_type="token_masking", masking_block=masked_from)
             local_f = model(crops, pred_masks=None, masking_type="crop")
             sentence_f = model.model.encode_text(tokens[:1])
@@ -201,12 +202,12 @@ def main() -> None:
     if not src:
         sys.exit("set ZSRIS_OFFICIAL_SRC to a checkout of Seonghoon-Yu/Zero-shot-RIS")
     src = Path(src)
-    clip, backbone = _import_official(src)
+    clip, backbone = import_official(src)
     OUT.mkdir(parents=True, exist_ok=True)
-    for kind in ("resnet", "vit"):
-        case = official_case(clip, backbone, kind)
-        np.savez_compressed(OUT / f"{kind}.npz", **case)
-        print(f"{kind}: scores {np.round(case['scores'], 4).tolist()}")
+    for case in CASES:
+        outputs = official_case(clip, backbone, case)
+        np.savez_compressed(OUT / f"{case.name}.npz", **outputs)
+        print(f"{case.name}: scores {np.round(outputs['scores'], 4).tolist()}")
     phrases = official_noun_phrases(src)
     (OUT / "noun_phrases.json").write_text(json.dumps(phrases, indent=1) + "\n")
     print("noun phrases:", [row["noun_phrase"] for row in phrases])

@@ -3,6 +3,7 @@ run in `Segmenter` on ONNX Runtime, against the PyTorch reference `GlobalLocal`.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,14 @@ import torch
 from cris_edge import Segmenter
 from cris_edge import bundle as bundle_format
 from cris_edge.bundle import BundleError
+from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
+from cris_edge.data.synthetic_scene import COLOURS
 from cris_edge.export.checks import op_census, rule_problems, tensorrt_problems
 from cris_edge.export.engines import profiles
 from cris_edge.export.zeroshot_graphs import export_graph
 from cris_edge.export.zeroshot_pipeline import ZeroShotExportOptions, export_zeroshot
 from cris_edge.runtime import regions
+from cris_edge.runtime.proposals import PaletteSegments
 from cris_edge.runtime.result import ZEROSHOT_STAGES
 from cris_edge.zeroshot import GlobalLocal, load_clip
 from zeroshot_clips import tiny_clip_state
@@ -145,18 +149,55 @@ def test_fp16_keeps_the_fp32_choice(kind, bundles):
 
 @pytest.mark.slow
 def test_alpha_one_skips_the_local_graph_and_many_prompts_share_the_visual_features(clips, tmp_path):
+    from cris_edge.cli import export as export_cli
+
     path = tmp_path / "global_only"
-    export_zeroshot(ZeroShotExportOptions(clips["resnet"], path, alpha=1.0, noun_phrase="rules",
-                                          build_engines=False, progress=False))
+    assert export_cli.main(["--zeroshot", "--clip", str(clips["resnet"]), "--precision", "fp32", "--alpha", "1",
+                            "--noun-phrase", "rules", "--proposals", "builtin", "--no-engines", "--quiet",
+                            "--output", str(path)]) == 0
     frame, masks = _frame_and_proposals()
     method = GlobalLocal(load_clip(clips["resnet"]), alpha=1.0, spacy_pipeline=None)
     with Segmenter(path) as seg:
-        first, second = seg.run(frame, ["a red circle", "the blue square"], proposals=masks)
+        first, second = seg.run(frame, ["a red circle", "the blue square on the left"], proposals=masks)
         assert first.timings["local"] == 0.0 and first.timings is not second.timings
         assert first.timings == second.timings  # one visual pass for both prompts
-        np.testing.assert_allclose(second.scores, method.run(frame, "the blue square", masks).scores, rtol=RTOL,
+        np.testing.assert_allclose(second.scores, method.run(frame, "the blue square on the left", masks).scores, rtol=RTOL,
                                    atol=RTOL * np.abs(second.scores).max())
-        assert seg.text_cache.info().size >= 3  # sentences and noun phrases, kept for the next frame
+        # two sentences and one noun phrase that differs from its sentence, kept for the next frame
+        assert seg.text_cache.info().size == 3
+        scene = make_sample(HELD_OUT_SEED_OFFSET)  # no proposals: the bundle's built-in generator runs
+        found = seg.run(scene.image, scene.sentences[0])
+        generated = PaletteSegments(COLOURS)(scene.image)
+        assert found.scores.shape == (len(generated),) and np.array_equal(found.mask, generated[found.index])
+
+
+@pytest.mark.slow
+def test_cris_eval_scores_a_zeroshot_bundle_as_the_reference(clips, bundles, tmp_path):
+    from cris_edge.cli import evaluate as eval_cli
+
+    common = ["--dataset", "synthetic", "--num-samples", "3", "--alpha", "0.8", "--spacy", "none",
+              "--proposals", "oracle"]
+    out = {}
+    for name, model in (("engine", ["--engine", str(bundles["vit", "fp32"])]),
+                        ("reference", ["--method", "zeroshot", "--clip", str(clips["vit"]), "--device", "cpu"])):
+        out[name] = tmp_path / f"{name}.json"
+        assert eval_cli.main([*model, *common, "--json", str(out[name])]) == 0
+    engine, reference = (json.loads(out[k].read_text()) for k in ("engine", "reference"))
+    assert engine["samples"] == reference["samples"] > 3
+    assert engine["mIoU"] == pytest.approx(reference["mIoU"], abs=1e-9)
+    assert engine["oIoU"] == pytest.approx(reference["oIoU"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_the_method_settings_can_change_but_not_what_the_graphs_baked(bundles):
+    import dataclasses
+
+    frame, masks = _frame_and_proposals()
+    with Segmenter(bundles["resnet", "fp32"]) as seg:
+        seg.method = dataclasses.replace(seg.method, alpha=1.0)
+        assert seg.run(frame, "a red circle", proposals=masks).timings["local"] == 0.0
+        with pytest.raises(ValueError, match="baked"):
+            seg.method = dataclasses.replace(seg.method, grid=14)
 
 
 @pytest.mark.slow
@@ -164,10 +205,12 @@ def test_bad_proposals_are_value_errors_and_none_asks_for_them(bundles):
     frame, masks = _frame_and_proposals()
     with Segmenter(bundles["resnet", "fp32"]) as seg:
         for bad, message in ((masks[:, :10], "the frame is 96x128"), (masks.astype(np.uint8) * 2, "binary"),
-                             (np.zeros_like(masks), "empty"), (masks.astype(np.float32), "bool or uint8"),
-                             ("masks.json", "must be a bool/uint8")):
+                             (np.zeros_like(masks), "empty"), (masks.astype(np.float32), "bool or integer"),
+                             (masks[0], "proposals must be masks")):
             with pytest.raises(ValueError, match=message):
                 seg.run(frame, "a red circle", proposals=bad)
+        with pytest.raises(FileNotFoundError, match="proposal file not found"):
+            seg.run(frame, "a red circle", proposals="missing.json")
         with pytest.raises(ValueError, match="pass proposals="):
             seg.run(frame, "a red circle")
         none = seg.run(frame, "a red circle", proposals=masks[:0])
@@ -216,3 +259,25 @@ def test_the_bundle_checks_the_zeroshot_method_against_its_kind():
         bundle_format.validate(make_bundle(zeroshot=method))
     with pytest.raises(BundleError, match="zeroshot must be set for a 'zeroshot' bundle"):
         bundle_format.validate(make_bundle(kind="zeroshot"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_tensorrt_engines_of_a_zeroshot_bundle_score_like_onnxruntime(kind, bundles, tmp_path):
+    from cris_edge.export.engines import build_bundle_engines
+    from cris_edge.export.tensorrt_build import engine_unavailable_reason
+
+    reason = engine_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"TensorRT engines cannot be built here: {reason}")
+    import shutil
+
+    path = tmp_path / "engines"
+    shutil.copytree(bundles[kind, "fp32"], path)
+    build_bundle_engines(path, 4, 1024, tmp_path / "cache", progress=False)  # 5 proposals: two passes
+    frame, masks = _frame_and_proposals()
+    with Segmenter(path, backend="onnxruntime") as ort, Segmenter(path, backend="tensorrt") as trt:
+        assert trt.backend.startswith("tensorrt")
+        want, got = ort.run(frame, "a red circle", proposals=masks), trt.run(frame, "a red circle", proposals=masks)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3 * np.abs(want.scores).max())
+        assert got.index == want.index

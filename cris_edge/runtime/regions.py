@@ -1,5 +1,4 @@
-"""The zero-shot method's host-side steps in numpy: proposals checked, the image and soft masks
-resized as the official code does (torch's bilinear interpolation, align_corners=False, no
+"""The zero-shot method's host-side steps in numpy: the image and soft masks resized as the official code does (torch's bilinear interpolation, align_corners=False, no
 antialias, reproduced exactly), the local crops, and the scores.
 
 OpenCV's ``INTER_LINEAR`` is not used: it equals torch's rule when enlarging, but when shrinking
@@ -37,39 +36,6 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     top, bottom = image[..., r0, :], image[..., r1, :]
     left = a0[:, None] * (b0 * top[..., c0] + b1 * top[..., c1])
     return left + a1[:, None] * (b0 * bottom[..., c0] + b1 * bottom[..., c1])
-
-
-def check_proposals(proposals, height: int, width: int) -> np.ndarray:
-    """bool ``[N, H, W]`` from bool/uint8 masks (an array, or a sequence of ``[H, W]`` arrays) at
-    ``height x width``. ValueError names the problem: not an array, wrong rank or size, values
-    other than 0/1, a mask with no pixel."""
-    if isinstance(proposals, (list, tuple)):
-        if not proposals:
-            return np.zeros((0, height, width), bool)
-        if not all(isinstance(p, np.ndarray) for p in proposals):
-            raise ValueError("proposals must be a bool/uint8 [N, H, W] array or a list of [H, W] arrays")
-        shapes = {p.shape for p in proposals}
-        if len(shapes) != 1:
-            raise ValueError(f"proposal masks differ in shape: {sorted(shapes)[:3]}")
-        proposals = np.stack(proposals)
-    if not isinstance(proposals, np.ndarray):
-        raise ValueError(f"proposals must be a bool/uint8 [N, H, W] array, got {type(proposals).__name__}")
-    if proposals.ndim != 3:
-        raise ValueError(f"proposals must be [N, H, W] masks, got shape {proposals.shape}")
-    if len(proposals) and proposals.shape[1:] != (height, width):
-        raise ValueError(f"proposal masks are {proposals.shape[1]}x{proposals.shape[2]}, the frame is "
-                         f"{height}x{width}")
-    if proposals.dtype != bool:
-        if proposals.dtype.kind not in "iu":
-            raise ValueError(f"proposals must be bool or uint8 masks, got {proposals.dtype}")
-        other = np.setdiff1d(np.unique(proposals), [0, 1])
-        if other.size:
-            raise ValueError(f"proposals must be binary masks (0/1): got values {other[:5].tolist()}")
-        proposals = proposals != 0
-    empty = np.flatnonzero(~proposals.reshape(len(proposals), -1).any(axis=1))
-    if empty.size:
-        raise ValueError(f"proposal masks {empty[:10].tolist()} are empty (no pixel set)")
-    return proposals
 
 
 def tight_boxes(masks: np.ndarray) -> np.ndarray:

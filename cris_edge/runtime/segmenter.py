@@ -123,9 +123,28 @@ class Segmenter:
         self._lock = threading.Lock()
         #: The bundle's kind: ``"cris"``, or ``"zeroshot"`` (then ``method`` holds its parameters).
         self.kind = "cris" if method is None else "zeroshot"
-        self.method = method
         self._zeroshot = None if method is None else ZeroShotPipeline(
             backend, method, self._tokenizer, self.word_len, self.text_cache)  # type: ignore[arg-type]
+
+    @property
+    def method(self) -> Optional[ZeroShotMethod]:
+        """A zero-shot bundle's `ZeroShotMethod` (None for CRIS). Its host-side settings (alpha,
+        beta, scoring, noun phrases, generator) may be replaced: ``seg.method =
+        dataclasses.replace(seg.method, alpha=1.0)``; what the graphs baked (backbone, grid,
+        masked blocks) may not."""
+        return None if self._zeroshot is None else self._zeroshot.method
+
+    @method.setter
+    def method(self, method: ZeroShotMethod) -> None:
+        if self._zeroshot is None:
+            raise ValueError("method applies to zero-shot bundles; this is a CRIS model")
+        old = self._zeroshot.method
+        if (method.backbone, method.grid, method.masked_blocks) != (old.backbone, old.grid, old.masked_blocks):
+            raise ValueError("the backbone, grid and masked blocks are baked into the bundle's graphs")
+        if not (0.0 <= method.alpha <= 1.0 and 0.0 <= method.beta <= 1.0):
+            raise ValueError(f"alpha and beta must be in [0, 1], got {method.alpha}, {method.beta}")
+        with self._lock:
+            self._zeroshot.set_method(method)
 
     def __repr__(self) -> str:
         return (f"Segmenter(model={self.model!r}, backend={self.backend!r}, input_size={self.input_size}, "
@@ -149,7 +168,8 @@ class Segmenter:
                 warns when it is tokenized, i.e. not again while its features are cached.
 
             proposals: zero-shot bundles only: bool/uint8 ``[N, H, W]`` proposal masks at the
-                frame's size (or a list of ``[H, W]`` masks); None runs the bundle's proposal
+                frame's size, or any format of `cris_edge.runtime.proposals.as_masks` (COCO RLE
+                dicts, a COCO results JSON file of one image); None runs the bundle's proposal
                 generator (``method.proposals``), or is a ValueError saying what to pass.
             noun_phrase: zero-shot bundles only: the target noun phrase of every prompt (default:
                 extracted from each prompt, `ZeroShotMethod.noun_phrase`).

@@ -26,6 +26,7 @@ from ..tokenizer import ClipTokenizer, EmptyTextError
 from . import regions
 from .backends.base import ZeroShotBackend
 from .preprocess import Frame
+from .proposals import PaletteSegments, as_masks
 from .result import ZEROSHOT_STAGES, SegmentationResult
 from .text_cache import TextCache
 
@@ -47,9 +48,14 @@ class ZeroShotPipeline:
 
     def __init__(self, backend: ZeroShotBackend, method: ZeroShotMethod, tokenizer: ClipTokenizer, word_len: int,
                  text_cache: TextCache):
-        self.backend, self.method, self.word_len = backend, method, word_len
+        self.backend, self.word_len = backend, word_len
         self._tokenizer = tokenizer
         self.text_cache = text_cache
+        self.set_method(method)
+
+    def set_method(self, method: ZeroShotMethod) -> None:
+        """Use ``method``'s host-side settings from the next call on."""
+        self.method = method
         self._parse = lru_cache(maxsize=1024)(lambda text: _parse(text, method))
         self._generator: Optional[Generator] = None
 
@@ -58,7 +64,7 @@ class ZeroShotPipeline:
         """One result per text (see `Segmenter.run`)."""
         start = time.perf_counter()
         height, width = frame.hw
-        masks = regions.check_proposals(self._proposals(frame, proposals), height, width)
+        masks = as_masks(self._proposals(frame, proposals), height, width)
         if noun_phrase is not None and (not isinstance(noun_phrase, str) or not noun_phrase.strip()):
             raise ValueError(f"noun_phrase must be a non-empty str, got {noun_phrase!r}")
         box = None
@@ -92,11 +98,9 @@ class ZeroShotPipeline:
             return proposals
         if self.method.proposals != "builtin":
             raise ValueError("this zero-shot bundle has no proposal generator: pass proposals= (bool/uint8 "
-                             "[N, H, W] masks at the frame's size, e.g. from SAM or a COCO RLE file read with "
-                             "cris_edge.zeroshot.proposals)")
+                             "[N, H, W] masks at the frame's size, COCO RLE dicts or a COCO results JSON file, "
+                             "e.g. from SAM)")
         if self._generator is None:
-            from .proposals import PaletteSegments
-
             self._generator = PaletteSegments(self.method.palette)
         bgr = frame.image if frame.bgr else frame.image[..., ::-1]
         return self._generator(np.ascontiguousarray(bgr))

@@ -281,3 +281,29 @@ def test_tensorrt_engines_of_a_zeroshot_bundle_score_like_onnxruntime(kind, bund
         want, got = ort.run(frame, "a red circle", proposals=masks), trt.run(frame, "a red circle", proposals=masks)
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-3, atol=1e-3 * np.abs(want.scores).max())
         assert got.index == want.index
+
+
+@pytest.mark.slow
+def test_fp16_keeps_the_fp32_choice_on_held_out_synthetic_sentences_with_the_shipped_clip(tmp_path):
+    from cris_edge.assets import zeroshot_clip
+    from cris_edge.eval.zeroshot import synthetic_instance_masks
+
+    try:
+        clip = zeroshot_clip()
+    except FileNotFoundError as err:
+        pytest.skip(f"no shipped tiny CLIP in this checkout: {err}")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        paths[precision] = tmp_path / precision
+        export_zeroshot(ZeroShotExportOptions(clip, paths[precision], precision, noun_phrase="rules",
+                                              build_engines=False, progress=False))
+    same = total = 0
+    with Segmenter(paths["fp32"]) as full, Segmenter(paths["fp16"]) as half:
+        for seed in range(HELD_OUT_SEED_OFFSET, HELD_OUT_SEED_OFFSET + 40):
+            scene = make_sample(seed)
+            masks = synthetic_instance_masks(scene)
+            for a, b in zip(full.run(scene.image, scene.sentences, proposals=masks),
+                            half.run(scene.image, scene.sentences, proposals=masks)):
+                same += a.index == b.index
+                total += 1
+    assert same >= 0.99 * total, f"FP16 kept the FP32 choice on {same} of {total} sentences"

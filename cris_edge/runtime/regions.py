@@ -7,7 +7,7 @@ by a large factor torch still samples 2 pixels per output pixel and OpenCV does 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -26,16 +26,25 @@ def _bilinear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray,
     return i0, i1, (np.float32(1.0) - w1).astype(np.float32), w1
 
 
+def _bilinear(sample: Callable[[np.ndarray, np.ndarray], np.ndarray], size_in: tuple[int, int],
+              size_out: tuple[int, int]) -> np.ndarray:
+    """Torch's bilinear interpolation from ``size_in`` to ``size_out``, reading only the input
+    pixels it needs: ``sample(rows, cols)`` gives float32 ``[..., len(rows), len(cols)]`` at
+    those rows and columns."""
+    r0, r1, a0, a1 = _bilinear_taps(size_in[0], size_out[0])
+    c0, c1, b0, b1 = _bilinear_taps(size_in[1], size_out[1])
+    top = b0 * sample(r0, c0) + b1 * sample(r0, c1)
+    return a0[:, None] * top + a1[:, None] * (b0 * sample(r1, c0) + b1 * sample(r1, c1))
+
+
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """float32 ``[..., H, W]`` -> ``[..., height, width]``: torch's ``F.interpolate(mode=
-    "bilinear", align_corners=False, antialias=False)`` (every output pixel mixes 2 x 2 input
-    pixels, whatever the scale)."""
-    image = np.asarray(image, dtype=np.float32)
-    r0, r1, a0, a1 = _bilinear_taps(image.shape[-2], height)
-    c0, c1, b0, b1 = _bilinear_taps(image.shape[-1], width)
-    top, bottom = image[..., r0, :], image[..., r1, :]
-    left = a0[:, None] * (b0 * top[..., c0] + b1 * top[..., c1])
-    return left + a1[:, None] * (b0 * bottom[..., c0] + b1 * bottom[..., c1])
+    """``[..., H, W]`` (any real dtype) -> float32 ``[..., height, width]``: torch's
+    ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` (every output pixel
+    mixes 2 x 2 input pixels, whatever the scale)."""
+    def sample(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return image[..., rows, :][..., cols].astype(np.float32)
+
+    return _bilinear(sample, image.shape[-2:], (height, width))
 
 
 def tight_boxes(masks: np.ndarray) -> np.ndarray:
@@ -75,7 +84,7 @@ def normalized_frame(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float
 
 def soft_masks(masks: np.ndarray, grid: int) -> np.ndarray:
     """bool ``[N, H, W]`` -> float32 ``[N, 1, grid, grid]``, soft (never re-binarised)."""
-    return resize_bilinear(masks.astype(np.float32), grid, grid)[:, None]
+    return resize_bilinear(masks, grid, grid)[:, None]
 
 
 def crops(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, size: int,
@@ -86,9 +95,14 @@ def crops(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, size: int,
     background = np.asarray(fill, np.float32)[:, None, None]
     out = np.empty((len(masks), 3, size, size), np.float32)
     for n, (x1, y1, x2, y2) in enumerate(boxes):
-        m = masks[n, y1:y2, x1:x2].astype(np.float32)
-        cut = image[:, y1:y2, x1:x2] * m + (np.float32(1.0) - m) * background
-        out[n] = resize_bilinear(cut, size, size)
+        cut, mask = image[:, y1:y2, x1:x2], masks[n, y1:y2, x1:x2]
+
+        def sample(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            # the background fill is per pixel, so filling only the pixels read is the same
+            m = mask[rows][:, cols].astype(np.float32)
+            return cut[:, rows][:, :, cols] * m + (np.float32(1.0) - m) * background
+
+        out[n] = _bilinear(sample, cut.shape[-2:], (size, size))
     return out
 
 

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 #: Source directory -> package name (pyproject's package-dir mapping).
 ROOTS = {"cris_edge": "cris_edge", "export": "cris_edge.export", "kernels": "cris_edge.kernels"}
 CORE = ("cris_edge.bundle", "cris_edge.constants", "cris_edge.paths", "cris_edge.extras", "cris_edge.tokenizer",
-        "cris_edge.runtime.preprocess", "cris_edge.runtime.postprocess")
+        "cris_edge.runtime.preprocess", "cris_edge.runtime.postprocess",
+        "cris_edge.runtime.proposals", "cris_edge.runtime.rle")
 TOOLS = ("cris_edge.cli", "cris_edge.export", "cris_edge.train", "cris_edge.eval", "cris_edge.demo")
 #: (importer prefix, imported prefix, why it is forbidden); the importer's exceptions follow.
 FORBIDDEN = [

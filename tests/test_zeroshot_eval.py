@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,31 @@ def test_cris_eval_zeroshot_on_the_shipped_clip(tmp_path):
         bad = subprocess.run([sys.executable, "-m", "cris_edge.cli.evaluate", "--method", "zeroshot", *args],
                              capture_output=True, text=True, timeout=600)
         assert bad.returncode == 2 and problem in bad.stderr, bad.stderr
+
+
+def test_refer_data_oracle_and_file_proposals(method, tmp_path):
+    """Oracle proposals of refer data are every COCO annotation of the image; a results file is
+    matched by COCO image id or file name."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dataset_writers import uncompressed_rle, write_refer
+
+    from cris_edge.data.refer import ReferDataset
+
+    samples = write_refer(tmp_path, n=1)
+    instances_path = tmp_path / "refcoco" / "instances.json"
+    instances = json.loads(instances_path.read_text())
+    other = (samples[0].mask == 0).astype(np.uint8)  # a second annotation on the same image
+    instances["annotations"].append({"id": 2000, "image_id": 100, "category_id": 1, "iscrowd": 0,
+                                     "segmentation": uncompressed_rle(other), "area": int(other.sum()),
+                                     "bbox": [0, 0, 1, 1]})
+    instances_path.write_text(json.dumps(instances))
+    records = ReferDataset(tmp_path, "refcoco", "train")
+    oracle = records.instance_masks(0)
+    assert len(oracle) == 2 and np.array_equal(oracle[0], samples[0].mask) and np.array_equal(oracle[1], other)
+    result = evaluate_zeroshot({"m": method}, records, proposal_source("oracle", records), progress=False)["m"]
+    assert set(result.scores.ious) <= {0.0, 1.0} and len(result.scores) == len(records[0].sentences)
+    for key in (100, records.image_info(0)["file_name"]):
+        path = tmp_path / f"proposals-{key}.json"
+        path.write_text(json.dumps(results_entries(np.stack(oracle).astype(bool), key)))
+        from_file = evaluate_zeroshot({"m": method}, records, proposal_source(str(path), records), progress=False)["m"]
+        assert from_file.scores.ious == result.scores.ious

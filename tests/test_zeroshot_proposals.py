@@ -185,3 +185,12 @@ def test_sam_checkpoint_errors(tmp_path):
         SamProposals.from_checkpoint(tmp_path / "sam.pth", "vit_x")
     with pytest.raises(FileNotFoundError, match="SAM checkpoint not found"):
         SamProposals.from_checkpoint(tmp_path / "sam.pth", "vit_b")
+
+
+def test_the_proposal_formats_load_no_torch():
+    """Issue 18's torch-free runtime reads proposals: the formats and the built-in generator import no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, cris_edge.runtime.proposals, cris_edge.runtime.rle; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

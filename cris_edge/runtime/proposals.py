@@ -31,7 +31,7 @@ from typing import Optional, Protocol, Union
 import cv2
 import numpy as np
 
-from . import rle
+from .rle import decode as decode_rle, encode as encode_rle
 
 PathLike = Union[str, Path]
 
@@ -58,7 +58,7 @@ def as_masks(proposals, height: int, width: int, image: Union[int, str, None] = 
         if not proposals:
             return np.zeros((0, height, width), bool)
         if all(isinstance(p, Mapping) for p in proposals):
-            return _checked(np.stack([rle.decode(p, height, width, f"proposal {i}") for i, p in enumerate(proposals)]),
+            return _checked(np.stack([decode_rle(p, height, width, f"proposal {i}") for i, p in enumerate(proposals)]),
                             height, width)
         proposals = [np.asarray(p) for p in proposals]
         if any(p.ndim != 2 for p in proposals):
@@ -138,7 +138,7 @@ def _from_results(results, height: int, width: int, image, source: str) -> np.nd
         if not isinstance(segmentation, Mapping):
             raise ValueError(f"{source}: result {n} of image {image!r}: segmentation must be a COCO RLE dict "
                              "(polygons are not proposals' format)")
-        masks.append(rle.decode(segmentation, height, width, f"{source}: result {n} of image {image!r}"))
+        masks.append(decode_rle(segmentation, height, width, f"{source}: result {n} of image {image!r}"))
     if not masks:
         return np.zeros((0, height, width), bool)
     return _checked(np.stack(masks), height, width)
@@ -152,7 +152,7 @@ def results_entries(masks: np.ndarray, image: Union[int, str], scores: Optional[
     for n, mask in enumerate(np.asarray(masks, bool)):
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         entry = {"image_id" if isinstance(image, (int, np.integer)) else "file_name": image,
-                 "segmentation": rle.encode(mask, compressed=True),
+                 "segmentation": encode_rle(mask, compressed=True),
                  "bbox": [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
                  if len(rows) else [0, 0, 0, 0]}
         if scores is not None:

@@ -80,13 +80,14 @@ class Recipe:
     beta: float = 0.5
     seed: int = 0
     cpu_amp: bool = True
+    image_size: int = ARCHITECTURE["vision_cfg"]["image_size"]
 
 
-def build_clip(seed: int = 0) -> torch.nn.Module:
-    """The untrained tiny CLIP (float32), initialised from ``seed``."""
+def build_clip(seed: int = 0, image_size: int = ARCHITECTURE["vision_cfg"]["image_size"]) -> torch.nn.Module:
+    """The untrained tiny CLIP (float32) at ``image_size`` (a multiple of 32), initialised from ``seed``."""
     open_clip = import_open_clip()
     torch.manual_seed(seed)
-    return open_clip.model.CLIP(**ARCHITECTURE)
+    return open_clip.model.CLIP(**{**ARCHITECTURE, "vision_cfg": {**ARCHITECTURE["vision_cfg"], "image_size": image_size}})
 
 
 def scene_batch(method: GlobalLocal, seeds, rng: np.random.Generator, max_crops: int):
@@ -169,7 +170,7 @@ class TrainResult:
 def train_clip(recipe: Recipe, log_every: int = 10) -> TrainResult:
     """Train the tiny CLIP with ``recipe`` on CPU; logs progress every ``log_every`` steps."""
     open_clip = import_open_clip()
-    clip = build_clip(recipe.seed)
+    clip = build_clip(recipe.seed, recipe.image_size)
     initial = clip.token_embedding.weight.detach().clone()
     method = GlobalLocal(clip, recipe.alpha, recipe.beta, spacy_pipeline=None)
     clip.train()
@@ -223,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"scenes per step, every referent of each (default {Recipe.scenes_per_step})")
     parser.add_argument("--max-crops", type=int, default=Recipe.max_crops,
                         help=f"local crops per step, of referents drawn at random (default {Recipe.max_crops})")
+    parser.add_argument("--image-size", type=int, default=Recipe.image_size,
+                        help=f"CLIP input size, a multiple of 32 (default {Recipe.image_size})")
     parser.add_argument("--lr", type=float, default=Recipe.lr, help=f"peak learning rate (default {Recipe.lr})")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared machine more threads spin and slow it down)")
@@ -231,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
-    recipe = Recipe(steps=args.steps, scenes_per_step=args.scenes_per_step, max_crops=args.max_crops, lr=args.lr)
+    recipe = Recipe(steps=args.steps, scenes_per_step=args.scenes_per_step, max_crops=args.max_crops, lr=args.lr,
+                    image_size=args.image_size)
     load_before = os.getloadavg()
     result = train_clip(recipe)
     load_after = os.getloadavg()
@@ -247,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "name": Path(ZEROSHOT_CLIP).stem, "summary": SUMMARY, "limits": LIMITS, "file": ZEROSHOT_CLIP,
         "sha256": sha256(target), "bytes": target.stat().st_size,
         "command": "python -m cris_edge.train.synthetic_clip" + argv_text,
-        "architecture": ARCHITECTURE, "recipe": recipe.__dict__, "dataset": "synthetic",
+        "architecture": {**ARCHITECTURE, "vision_cfg": {**ARCHITECTURE["vision_cfg"], "image_size": recipe.image_size}},
+        "recipe": recipe.__dict__, "dataset": "synthetic",
         "held_out": {"dataset": "synthetic", "first_seed": HELD_OUT_SEED_OFFSET, "scenes": args.eval_samples,
                      "metrics": table},
         "training": {"wall_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),

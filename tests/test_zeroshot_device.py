@@ -169,6 +169,11 @@ def test_alpha_one_skips_the_local_graph_and_many_prompts_share_the_visual_featu
         found = seg.run(scene.image, scene.sentences[0])
         generated = PaletteSegments(COLOURS)(scene.image)
         assert found.scores.shape == (len(generated),) and np.array_equal(found.mask, generated[found.index])
+    from cris_edge.cli import demo as demo_cli
+
+    video = tmp_path / "demo.mp4"
+    assert demo_cli.main(["--engine", str(path), "--no-display", "--max-frames", "3", "--output", str(video)]) == 0
+    assert video.stat().st_size > 0
 
 
 @pytest.mark.slow

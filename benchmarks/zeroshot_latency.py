@@ -96,7 +96,7 @@ def markdown(result: dict) -> str:
     body = []
     for r in result["rows"]:
         s = r["stages_ms"]
-        body.append([r["backbone"], r["precision"], r["backend"], r["alpha"], r["proposals"], common.fmt(r["p50_ms"]),
+        body.append([r["backbone"], r["precision"], r["backend"], f"{r['alpha']:g}", r["proposals"], common.fmt(r["p50_ms"]),
                      *(common.fmt(s.get(k, 0.0)) for k in ("preprocess", "text", "global", "local", "score")),
                      "-" if r["local_share"] is None else f"{100 * r['local_share']:.0f}%"])
     lines = [common.markdown_table(headers, body)]

@@ -80,7 +80,10 @@ def _image_keys(records, i: int, record) -> tuple:
         info = records.image_info(i)
         return info["id"], info["file_name"]
     if hasattr(records, "entry"):
-        return (records.entry(i)["img_name"],)
+        name = records.entry(i).get("img_name")
+        if name is None:
+            raise ValueError(f"LMDB entry {i} has no img_name: a proposal file cannot be matched to it")
+        return (name,)
     raise ValueError(f"{type(records).__name__} records name no image: a proposal file cannot be matched to them")
 
 

@@ -62,7 +62,8 @@ def as_masks(proposals, height: int, width: int, image: Union[int, str, None] = 
                             height, width)
         proposals = [np.asarray(p) for p in proposals]
         if any(p.ndim != 2 for p in proposals):
-            raise ValueError(f"proposal masks must be [H, W] each, got shapes {[p.shape for p in proposals][:5]}")
+            raise ValueError(f"proposals must be bool/uint8 [N, H, W] masks or [H, W] masks each, got shapes "
+                             f"{[p.shape for p in proposals][:5]}")
         if len({p.shape for p in proposals}) > 1:
             raise ValueError(f"proposal masks differ in size: {sorted({p.shape for p in proposals})[:5]}; the frame "
                              f"is {height}x{width}")
@@ -88,7 +89,7 @@ def _checked(masks: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"proposal masks are {masks.shape[1]}x{masks.shape[2]}, the frame is {height}x{width}")
     if masks.dtype != bool:
         if not np.issubdtype(masks.dtype, np.integer):
-            raise ValueError(f"proposal masks must be bool or integer 0/1 (or 0/255) masks, got {masks.dtype} "
+            raise ValueError(f"proposal masks must be bool or uint8 masks (0/1 or 0/255), got {masks.dtype} "
                              "(threshold soft masks first)")
         values = set(np.unique(masks).tolist())
         if not (values <= {0, 1} or values <= {0, 255}):

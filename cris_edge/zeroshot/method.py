@@ -23,6 +23,7 @@ from torch import nn
 
 from ..constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.preprocess import to_rgb
+from ..runtime.proposals import as_masks
 from ..tokenizer import get_tokenizer
 from .phrases import DEFAULT_PIPELINE, parse_text
 
@@ -216,7 +217,8 @@ class GlobalLocal:
             boxes: Optional[Union[np.ndarray, torch.Tensor, Sequence]] = None) -> ZeroShotResult:
         """Choose the proposal that ``text`` refers to in a uint8 BGR ``frame [H, W, 3]``.
 
-        ``proposals``: bool/uint8 ``[N, H, W]`` masks at the frame's size (numpy or torch).
+        ``proposals``: bool/uint8 ``[N, H, W]`` masks at the frame's size (numpy or torch), or RLE
+        dicts (`cris_edge.runtime.proposals.as_masks`).
         ``noun_phrase``: the target phrase, else extracted from ``text`` (`phrases`). ``boxes``:
         ``[N, 4]`` ``(x1, y1, x2, y2)`` crop boxes, end-exclusive (truncated to int as in the
         official code), else each mask's tight box. Zero proposals give an empty result (index
@@ -241,30 +243,12 @@ class GlobalLocal:
 
 
 def check_masks(proposals: Masks, height: int, width: int) -> torch.Tensor:
-    """bool ``[N, H, W]`` CPU tensor from bool/uint8 masks (numpy or torch) at ``height x width``.
-    ValueError names the problem: not an array, wrong rank or size, values other than 0/1, or
-    a mask with no pixel."""
-    if isinstance(proposals, np.ndarray):
-        proposals = torch.from_numpy(proposals)
-    if not isinstance(proposals, torch.Tensor):
-        raise ValueError(f"proposals must be a bool/uint8 [N, H, W] array, got {type(proposals).__name__}")
-    proposals = proposals.detach().cpu()
-    if proposals.ndim != 3:
-        raise ValueError(f"proposals must be [N, H, W] masks, got shape {tuple(proposals.shape)}")
-    if len(proposals) and tuple(proposals.shape[1:]) != (height, width):
-        raise ValueError(f"proposal masks are {proposals.shape[1]}x{proposals.shape[2]}, "
-                         f"the frame is {height}x{width}")
-    if proposals.dtype != torch.bool:
-        if proposals.dtype.is_floating_point or proposals.dtype.is_complex:
-            raise ValueError(f"proposals must be bool or uint8 masks, got {proposals.dtype}")
-        if bool(((proposals != 0) & (proposals != 1)).any()):
-            raise ValueError("proposals must be binary masks (0/1): got values "
-                             f"{sorted(set(proposals.unique().tolist()) - {0, 1})[:5]}")
-        proposals = proposals != 0
-    empty = (~proposals.flatten(1).any(dim=1)).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"proposal masks {empty[:10]} are empty (no pixel set)")
-    return proposals
+    """bool ``[N, H, W]`` CPU tensor from proposals at ``height x width``: numpy or torch masks, or
+    any format `cris_edge.runtime.proposals.as_masks` reads (whose ValueError names the problem:
+    wrong rank or size, non-binary values, a mask with no pixel)."""
+    if isinstance(proposals, torch.Tensor):
+        proposals = proposals.detach().cpu().numpy()
+    return torch.from_numpy(as_masks(proposals, height, width))
 
 
 def tight_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -210,7 +210,7 @@ def test_bad_proposals_are_value_errors_and_none_asks_for_them(bundles):
     frame, masks = _frame_and_proposals()
     with Segmenter(bundles["resnet", "fp32"]) as seg:
         for bad, message in ((masks[:, :10], "the frame is 96x128"), (masks.astype(np.uint8) * 2, "binary"),
-                             (np.zeros_like(masks), "empty"), (masks.astype(np.float32), "bool or integer"),
+                             (np.zeros_like(masks), "empty"), (masks.astype(np.float32), "bool or uint8"),
                              (masks[0], "proposals must be masks")):
             with pytest.raises(ValueError, match=message):
                 seg.run(frame, "a red circle", proposals=bad)

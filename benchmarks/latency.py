@@ -80,6 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="write the markdown tables here")
     p.add_argument("--plot", type=Path, help="write a PNG bar chart of the per-stage latency here")
+    p.add_argument("--zeroshot", action="append", type=Path, metavar="BUNDLE",
+                   help="measure zero-shot bundles instead (repeat; see benchmarks/zeroshot_latency.py): per "
+                        "backend, precision and --proposals count, with and without the local branch")
+    p.add_argument("--proposals", default="8,32,64", help="with --zeroshot: proposal counts (default 8,32,64)")
     return p
 
 
@@ -361,8 +365,34 @@ def measure(rows: list[RowSpec], settings: Settings) -> tuple[list[dict], list[d
     return measured, skipped, failed
 
 
+def _zeroshot(args) -> int:
+    """``--zeroshot``: the zero-shot rows of `zeroshot_latency`."""
+    import zeroshot_latency
+
+    try:
+        _check_counts(args)
+        backends = [b for b in _names(args.backends, BACKENDS, "backends") if b != "pytorch"]
+        counts = [int(n) for n in args.proposals.split(",") if n.strip()]
+        if not backends or not counts or min(counts) < 1:
+            raise UsageError("--zeroshot needs onnxruntime or tensorrt in --backends and --proposals counts >= 1")
+        missing = [str(b) for b in args.zeroshot if not b.is_dir()]
+        if missing:
+            raise UsageError(f"--zeroshot: no bundle directory {', '.join(missing)}")
+    except ValueError as err:
+        print(f"latency.py: error: {err}", file=sys.stderr)
+        return 2
+    result = zeroshot_latency.run(args.zeroshot, backends, counts, args.warmup, args.iters, args.threads, args.device)
+    table = zeroshot_latency.markdown(result)
+    print(table)
+    common.write_json(args.json, result)
+    common.write_text(args.markdown, table, "markdown")
+    return 0 if result["rows"] else 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.zeroshot:
+        return _zeroshot(args)
     started = common.machine()
     try:
         rows, settings, model = prepare(args)

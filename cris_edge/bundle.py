@@ -39,19 +39,28 @@ FORMAT = "cris_edge.bundle"
 FORMAT_VERSION = 2
 PathLike = Union[str, os.PathLike]
 
-Kind = Literal["cris"]
+Kind = Literal["cris", "zeroshot"]
 Precision = Literal["fp32", "fp16", "int8"]
 HeadOutput = Literal["logits", "features", "plugin"]
 Placement = Literal["tensorrt", "onnxruntime"]
+Backbone = Literal["resnet", "vit"]
+Scoring = Literal["dot", "cosine"]
+NounPhrase = Literal["rules", "spacy"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 HEAD_OUTPUTS: tuple[str, ...] = typing.get_args(HeadOutput)
 #: The graphs a bundle of each kind holds, in the order they run, with their input names and
 #: output names (the head's outputs depend on ``head_output``: `HEAD_OUTPUT_NAMES`).
-GRAPHS: Mapping[str, tuple[str, ...]] = {"cris": ("text", "visual", "head")}
-GRAPH_INPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"cris": {
-    "text": ("tokens", "eot_index"), "visual": ("image",), "head": ("c3", "c4", "c5", "word", "pad_mask", "state")}}
-GRAPH_OUTPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"cris": {
-    "text": ("word", "state"), "visual": ("c3", "c4", "c5")}}
+GRAPHS: Mapping[str, tuple[str, ...]] = {"cris": ("text", "visual", "head"), "zeroshot": ("text", "global", "local")}
+GRAPH_INPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "cris": {"text": ("tokens", "eot_index"), "visual": ("image",),
+             "head": ("c3", "c4", "c5", "word", "pad_mask", "state")},
+    "zeroshot": {"text": ("tokens", "eot_index"), "global": ("image", "masks"), "local": ("crops",)}}
+GRAPH_OUTPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "cris": {"text": ("word", "state"), "visual": ("c3", "c4", "c5")},
+    "zeroshot": {"text": ("features",), "global": ("features",), "local": ("features",)}}
+#: Inputs whose first dimension is 1, not the dynamic batch: the zero-shot global graph takes one
+#: image and a batch of proposal masks.
+SINGLE_INPUTS: Mapping[str, Mapping[str, tuple[str, ...]]] = {"zeroshot": {"global": ("image",)}}
 HEAD_OUTPUT_NAMES: Mapping[str, tuple[str, ...]] = {
     "logits": ("logits",), "features": ("z_v", "kernel"), "plugin": ("prob",)}
 
@@ -215,33 +224,67 @@ class ModelCard:
 
 
 @dataclass(frozen=True)
+class ZeroShotMethod:
+    """The zero-shot Global-Local CLIP method of a `zeroshot` bundle: how its graphs' features
+    become one score per proposal (docs/zeroshot-device.md)."""
+
+    backbone: Backbone = _doc("CLIP's image tower: `resnet` (global feature = the attention pool over the "
+                              "masked, L2-normalised layer4 map) or `vit` (patch tokens masked before the last "
+                              "`masked_blocks` blocks)")
+    alpha: float = _doc("visual mix `alpha * global + (1 - alpha) * local`, in [0, 1]; 1 skips the local graph")
+    beta: float = _doc("text mix `beta * sentence + (1 - beta) * noun phrase`, in [0, 1]")
+    scoring: Scoring = _doc("`dot`: `logit_scale * v @ t` of the mixes as they are (the official ResNet rule); "
+                            "`cosine`: `logit_scale * cos(v, t)` (the official ViT rule)")
+    logit_scale: float = _doc("the factor of the scores (CLIP's exp(logit_scale), 100)")
+    grid: int = _doc("side g of the visual grid that the soft masks are resized to (bilinear, no antialias)")
+    masked_blocks: int = _doc("ViT: blocks run at batch N on masked patch tokens (the official 3); ResNet: 0")
+    crop_fill: tuple[float, float, float] = _doc("the local crops' background outside the proposal, RGB, in "
+                                                 "normalised space (the official (0.485, 0.456, 0.406))")
+    noun_phrase: NounPhrase = _doc("noun-phrase extractor: `rules` (built in), or `spacy` where spaCy and "
+                                   "`spacy_pipeline` are installed (else the rules, with a warning)")
+    spacy_pipeline: str = _doc("spaCy pipeline for `noun_phrase` `spacy`, e.g. `en_core_web_sm`")
+    proposals: Optional[str] = _doc("proposal generator run when a call gives none: `builtin` (the colour-region "
+                                    "generator over `palette`), or null (proposals must be given)")
+    palette: Mapping[str, tuple[int, int, int]] = _doc("`builtin`: colour name -> BGR of the regions it proposes "
+                                                       "(the synthetic scenes' palette)", default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "palette")
+
+
+@dataclass(frozen=True)
 class Bundle:
     """`config.json`: everything the runtime needs to run a bundle's graphs."""
 
     kind: Kind = _doc("model kind; it says which graphs the bundle holds and how they run")
     created: str = _doc("UTC ISO-8601 time of the export")
-    model: Mapping[str, Any] = _doc("the model's own config (for `cris`: the CRIS config)")
+    model: Mapping[str, Any] = _doc("the model's own config (for `cris`: the CRIS config; for `zeroshot`: the "
+                                    "CLIP's widths, layers, heads and grid)")
     checkpoint: Checkpoint = _doc("the weights it was exported from")
     input_size: int = _doc("side S of the square model input, pixels (a multiple of 32)")
     word_len: int = _doc("tokens per text L (SOT and EOT included; at most 77)")
     mean: tuple[float, float, float] = _doc("image normalisation mean, RGB on the [0, 1] scale")
     std: tuple[float, float, float] = _doc("image normalisation std, RGB on the [0, 1] scale")
-    threshold: float = _doc("default mask threshold on the probability, in [0, 1)")
+    threshold: float = _doc("default mask threshold on the probability, in [0, 1) (`cris`; unused by `zeroshot`, "
+                            "whose mask is a proposal)")
     precision: Precision = _doc("the bundle's precision")
     precision_details: PrecisionDetails = _doc("how the precision was baked")
     vocabulary: str = _doc("file name of the tokenizer's BPE vocabulary in the bundle")
-    max_batch: int = _doc("largest batch the engines are built for (>= 1)")
+    max_batch: int = _doc("largest batch the engines are built for (>= 1; `zeroshot`: proposals per pass)")
     tensorrt_compatible: bool = _doc("whether the graphs are meant for TensorRT (false only for INT8 placed for "
                                      "ONNX Runtime)")
     head_output: HeadOutput = _doc("what the head graph returns: `logits`; `features` (z_v and the dynamic kernel, "
                                    "for the fused SimUpsample kernel); `plugin` (probabilities from the SimUpsample "
                                    "TensorRT plugin node)")
     plugins: Optional[Plugins] = _doc("TensorRT plugins the engines need, or null")
-    graphs: Mapping[str, Graph] = _doc("the graphs by name (for `cris`: `text`, `visual`, `head`)")
+    graphs: Mapping[str, Graph] = _doc("the graphs by name (for `cris`: `text`, `visual`, `head`; for "
+                                       "`zeroshot`: `text`, `global`, `local`)")
     versions: Mapping[str, Union[str, int]] = _doc("versions of cris_edge and the tools that made the bundle")
     files: Mapping[str, FileEntry] = _doc("every other file of the bundle: size and sha256", default_factory=dict)
     card: Optional[ModelCard] = _doc("the card of the model it was exported from, or null where the checkpoint "
                                      "had none (older configs lack the field)", default=None)
+    zeroshot: Optional[ZeroShotMethod] = _doc("the zero-shot method's parameters (kind `zeroshot`; null for "
+                                              "`cris`)", default=None)
 
     def __post_init__(self) -> None:
         _freeze(self, "model", "graphs", "versions", "files")
@@ -394,6 +437,10 @@ def validate(bundle: Bundle) -> None:
         fail("threshold", f"must be in [0, 1), got {bundle.threshold}")
     if bundle.max_batch < 1:
         fail("max_batch", f"must be >= 1, got {bundle.max_batch}")
+    if (bundle.kind == "zeroshot") != (bundle.zeroshot is not None):
+        fail("zeroshot", f"must be {'set' if bundle.kind == 'zeroshot' else 'null'} for a {bundle.kind!r} bundle")
+    if bundle.zeroshot is not None:
+        _check_method(bundle.zeroshot, fail)
     expected = GRAPHS[bundle.kind]
     if sorted(bundle.graphs) != sorted(expected):
         fail("graphs", f"of a {bundle.kind!r} bundle must be {list(expected)}, got {sorted(bundle.graphs)}")
@@ -411,9 +458,11 @@ def validate(bundle: Bundle) -> None:
         _check_name(graph.onnx, f"{CONFIG_FILE}: graphs.{name}.onnx")
         if graph.engine is not None:
             _check_name(graph.engine.file, f"{CONFIG_FILE}: graphs.{name}.engine.file")
+        single = SINGLE_INPUTS.get(bundle.kind, {}).get(name, ())
         for io in (*graph.inputs, *graph.outputs):
-            if not io.shape or io.shape[0] != "batch" or any(isinstance(d, int) and d < 1 for d in io.shape[1:]):
-                fail(f"graphs.{name}", f"tensor {io.name!r} must have shape ['batch', positive dims...], "
+            first = 1 if io.name in single else "batch"
+            if not io.shape or io.shape[0] != first or any(isinstance(d, int) and d < 1 for d in io.shape[1:]):
+                fail(f"graphs.{name}", f"tensor {io.name!r} must have shape [{first!r}, positive dims...], "
                                        f"got {list(io.shape)}")
     for name, entry in bundle.files.items():
         _check_name(name, f"{CONFIG_FILE}: files")
@@ -428,6 +477,21 @@ def validate(bundle: Bundle) -> None:
     _check_interface(bundle, fail)
 
 
+def _check_method(method: ZeroShotMethod, fail) -> None:
+    for name in ("alpha", "beta"):
+        if not 0.0 <= getattr(method, name) <= 1.0:
+            fail(f"zeroshot.{name}", f"must be in [0, 1], got {getattr(method, name)}")
+    if method.grid < 1 or method.masked_blocks < 0 or method.logit_scale <= 0:
+        fail("zeroshot", f"grid must be >= 1, masked_blocks >= 0 and logit_scale > 0, got {method.grid}, "
+                         f"{method.masked_blocks}, {method.logit_scale}")
+    if method.proposals not in (None, "builtin"):
+        fail("zeroshot.proposals", f"must be 'builtin' or null, got {method.proposals!r}")
+    if method.proposals == "builtin" and not method.palette:
+        fail("zeroshot.palette", "is empty although proposals is 'builtin'")
+    if any(not 0 <= c <= 255 for bgr in method.palette.values() for c in bgr):
+        fail("zeroshot.palette", "colours must be BGR in [0, 255]")
+
+
 def _check_interface(bundle: Bundle, fail) -> None:
     """The graphs' input and output names are the kind's, and the inputs that carry the input
     size, the text length and the precision agree with the fields that state them."""
@@ -439,10 +503,16 @@ def _check_interface(bundle: Bundle, fail) -> None:
                 detail = f" for head_output {bundle.head_output!r}" if name == "head" and what == "outputs" else ""
                 fail(f"graphs.{name}.{what}", f"must be named {list(want)}{detail}, got {[t.name for t in got]}")
     size, length, io = bundle.input_size, bundle.word_len, bundle.precision_details.io
-    stated = {("visual", "image"): (io, ("batch", 3, size, size), f"precision_details.io / input_size {size}"),
-              ("text", "tokens"): ("int32", ("batch", length), f"word_len {length}"),
-              ("text", "eot_index"): ("int32", ("batch",), "the format"),
-              ("head", "pad_mask"): ("bool", ("batch", length), f"word_len {length}")}
+    image = (io, ("batch", 3, size, size), f"precision_details.io / input_size {size}")
+    stated = {("text", "tokens"): ("int32", ("batch", length), f"word_len {length}"),
+              ("text", "eot_index"): ("int32", ("batch",), "the format")}
+    if bundle.zeroshot is None:
+        stated.update({("visual", "image"): image,
+                       ("head", "pad_mask"): ("bool", ("batch", length), f"word_len {length}")})
+    else:
+        grid = bundle.zeroshot.grid
+        stated.update({("global", "image"): (io, (1, 3, size, size), image[2]), ("local", "crops"): image,
+                       ("global", "masks"): (io, ("batch", 1, grid, grid), f"zeroshot.grid {grid}")})
     for (graph, tensor), (dtype, shape, source) in stated.items():
         spec = bundle.graphs[graph].input(tensor)
         if spec.dtype != dtype or tuple(spec.shape) != shape:

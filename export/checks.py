@@ -138,10 +138,12 @@ def _attribute_problems(node: onnx.NodeProto, limits: Mapping, values: Mapping[s
     return problems
 
 
-def rule_problems(model: onnx.ModelProto, dynamic_outputs: bool = True) -> list[str]:
+def rule_problems(model: onnx.ModelProto, dynamic_outputs: bool = True, single_inputs: Iterable[str] = ()
+                  ) -> list[str]:
     """Breaches of the deployment rules (docs/design.md): opset >= 17; Conv weights
     constant (an initializer, or a DequantizeLinear of one); no ArgMax/ArgMin/Equal; every input
-    and output ``[batch, static...]``; no subgraph left that depends on constants only."""
+    and output ``[batch, static...]`` (the inputs named in ``single_inputs``: ``[1, static...]``,
+    `cris_edge.bundle.SINGLE_INPUTS`); no subgraph left that depends on constants only."""
     problems = []
     if _opset(model) < MIN_OPSET:
         problems.append(f"opset {_opset(model)} < {MIN_OPSET}")
@@ -152,19 +154,22 @@ def rule_problems(model: onnx.ModelProto, dynamic_outputs: bool = True) -> list[
             problems.append(f"{node.op_type} node {node.name!r}: forbidden (the tokenizer supplies it)")
         if node.op_type in ("Conv", "ConvTranspose") and node.input[1] not in inits | dequantized:
             problems.append(f"Conv node {node.name!r}: weight {node.input[1]!r} is not constant")
+    single = set(single_inputs)
     for info in (*model.graph.input, *(model.graph.output if dynamic_outputs else ())):
         dims = info.type.tensor_type.shape.dim
-        if not dims or dims[0].dim_param != BATCH or any(not d.HasField("dim_value") for d in dims[1:]):
+        first_ok = dims and (dims[0].dim_value == 1 if info.name in single else dims[0].dim_param == BATCH)
+        if not first_ok or any(not d.HasField("dim_value") for d in dims[1:]):
             shape = [d.dim_param or d.dim_value for d in dims]
-            problems.append(f"{info.name}: shape {shape} is not [{BATCH}, static...]")
+            problems.append(f"{info.name}: shape {shape} is not [{1 if info.name in single else BATCH}, static...]")
     folded = [n.name or n.op_type for n in constant_nodes(model, stop_at=("DequantizeLinear",))]
     if folded:
         problems.append(f"constant subgraph not baked: {folded[:8]}")
     return problems
 
 
-def check_graph(model: onnx.ModelProto, name: str, plugin_ops: Iterable[str] = ()) -> None:
+def check_graph(model: onnx.ModelProto, name: str, plugin_ops: Iterable[str] = (),
+                single_inputs: Iterable[str] = ()) -> None:
     """Raise GraphCheckError listing every rule breach and TensorRT parser problem of ``model``."""
-    problems = rule_problems(model) + tensorrt_problems(model, plugin_ops=plugin_ops)
+    problems = rule_problems(model, single_inputs=single_inputs) + tensorrt_problems(model, plugin_ops=plugin_ops)
     if problems:
         raise GraphCheckError(f"graph {name!r} fails {len(problems)} check(s):\n  " + "\n  ".join(problems))

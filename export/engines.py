@@ -24,11 +24,13 @@ DEFAULT_WORKSPACE_MIB = 1024
 
 def profiles(graph: Graph, max_batch: int) -> dict[str, Profile]:
     """Optimisation profile of one graph: every input at batch 1 (min, opt) to ``max_batch``
-    (max), its other dimensions as exported."""
+    (max), its other dimensions as exported; an input of static shape (the zero-shot global
+    graph's image) at that shape."""
     shapes = {}
     for io in graph.inputs:
         rest = tuple(int(d) for d in io.shape[1:])
-        shapes[io.name] = Profile((1, *rest), (1, *rest), (max_batch, *rest))
+        last = io.shape[0] if isinstance(io.shape[0], int) else max_batch
+        shapes[io.name] = Profile((1, *rest), (1, *rest), (last, *rest))
     return shapes
 
 

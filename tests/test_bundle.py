@@ -17,7 +17,7 @@ from cris_edge.bundle import CONFIG_FILE, BundleError, FileEntry, Plugins
 REPO = Path(__file__).resolve().parent.parent
 #: Fields with a default: a config without them is complete.
 OPTIONAL = {("precision_details", "fp16"), ("precision_details", "int8"), ("card",), ("card", "dataset"),
-            ("card", "metrics"), ("card", "metrics", "mIoU"), ("card", "metrics", "oIoU")}
+            ("card", "metrics"), ("card", "metrics", "mIoU"), ("card", "metrics", "oIoU"), ("zeroshot",)}
 WRONG = {str: 5, int: "abc", float: "x", bool: "yes", list: "x", dict: [], type(None): 7}
 
 

@@ -38,7 +38,9 @@ FORBIDDEN = [
     ("cris_edge.data", "cris_edge.model", "datasets need no model"),
     ("cris_edge.kernels.library", "cris_edge.kernels.build", "the loader never imports the build script"),
 ]
-ALLOWED = {("cris_edge.runtime.backends.pytorch", "cris_edge.model")}
+ALLOWED = {("cris_edge.runtime.backends.pytorch", "cris_edge.model"),
+           # the noun-phrase rules are torch-free, and cris_edge.zeroshot loads its names lazily
+           ("cris_edge.runtime.zeroshot", "cris_edge.zeroshot.phrases")}
 
 
 def _module_name(path: Path) -> str:
@@ -98,7 +100,7 @@ def test_forbidden_imports():
     for module, imported in GRAPH.items():
         for importer, target, why in FORBIDDEN:
             if _within(module, importer):
-                bad = [m for m in imported if _within(m, target) and (module, target) not in ALLOWED]
+                bad = [m for m in imported if _within(m, target) and not any(module == a and _within(m, b) for a, b in ALLOWED)]
                 problems += [f"{module} imports {m}: {why}" for m in bad]
     assert not problems, "\n".join(problems)
 

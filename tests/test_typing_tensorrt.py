@@ -32,6 +32,7 @@ STUB_PACKAGES = ("tensorrt", "tensorrt_bindings")
 CHECKED = {
     "cris_edge.runtime.backends.trt_engine": ROOT / "cris_edge/runtime/backends/trt_engine.py",
     "cris_edge.runtime.backends.tensorrt": ROOT / "cris_edge/runtime/backends/tensorrt.py",
+    "cris_edge.runtime.backends.tensorrt_zeroshot": ROOT / "cris_edge/runtime/backends/tensorrt_zeroshot.py",
     "cris_edge.runtime.backends.trt_check": ROOT / "cris_edge/runtime/backends/trt_check.py",
     "cris_edge.export.tensorrt_build": ROOT / "export/tensorrt_build.py",
 }

@@ -82,7 +82,9 @@ BundleConfig parse(const Json& root, const std::string& dir, const std::string& 
                           "; this cris_infer reads version " + std::to_string(kFormatVersion) +
                           ": re-export the bundle with a matching cris-export");
     if (text_of(root, "kind", path) != "cris")
-        throw BundleError(path + ": kind \"" + text_of(root, "kind", path) + "\" is not a CRIS bundle, the only kind cris_infer runs");
+        throw BundleError(path + ": kind \"" + text_of(root, "kind", path) +
+                          "\" is not a CRIS bundle, the only kind cris_infer runs (a zero-shot bundle runs in the "
+                          "Python runtime, cris_edge.Segmenter)");
     c.input_size = static_cast<int>(member(root, "input_size", path).as_int("input_size"));
     c.word_len = static_cast<int>(member(root, "word_len", path).as_int("word_len"));
     if (c.input_size < 1 || c.word_len < 2)

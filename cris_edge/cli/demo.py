@@ -92,7 +92,7 @@ def _demo(args, log: logging.Logger, sock=None) -> int:
     from ..demo.pipeline import Demo, check_output
     from ..demo.prompts import Prompts, parse_prompts
     from ..demo.sources import SourceSpec, VideoSource
-    from ..runtime.result import STAGES
+    from ..runtime.result import STAGES, ZEROSHOT_STAGES
     from ..runtime.segmenter import Segmenter
 
     if args.max_frames is not None and args.max_frames < 1:
@@ -123,6 +123,9 @@ def _demo(args, log: logging.Logger, sock=None) -> int:
         raise FileNotFoundError(f"{str(err).split(';')[0]}: pass --engine (a bundle, .engine, .onnx or checkpoint)") \
             from None
     segmenter = Segmenter(engine, args.backend, args.device, args.threshold)  # logs the backend and why
+    if segmenter.method is not None and segmenter.method.proposals is None:
+        raise UsageError(f"{engine} is a zero-shot bundle without a proposal generator; the demo needs one: "
+                         "export it with cris-export --zeroshot ... --proposals builtin")
     log.info("model: %s", segmenter.model)
     if segmenter.card is not None:
         log.info("model limits: %s", segmenter.card.limits)
@@ -135,7 +138,8 @@ def _demo(args, log: logging.Logger, sock=None) -> int:
         from ..demo.serve import model_info, serve
 
         stats = serve(demo, sock, model_info(segmenter), spec.describe())
-    stages = ", ".join(f"{s} {stats.stage_ms.get(s, 0.0):.1f}" for s in STAGES)
+    stages = ", ".join(f"{s} {stats.stage_ms.get(s, 0.0):.1f}" for s in (STAGES if segmenter.method is None
+                                                                         else ZEROSHOT_STAGES))
     print(f"cris-demo: {stats.frames} frames in {stats.seconds:.2f} s: {stats.fps:.1f} FPS on {segmenter.backend}")
     print(f"cris-demo: mean ms per frame: {stages}" + (f"; {stats.dropped} stale frames dropped" if stats.dropped
                                                         else ""))

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
-    if args.method == "zeroshot":
+    if args.method == "zeroshot" or (args.engine and _is_zeroshot_bundle(args.engine)):
         return _zeroshot(args)
     if args.clip or args.proposals or args.alpha is not None:
         raise UsageError("--clip, --proposals and --alpha are for --method zeroshot")
@@ -130,10 +130,25 @@ def _main(args) -> int:
     return 0
 
 
+def _is_zeroshot_bundle(engine: str) -> bool:
+    from ..bundle import BundleError
+    from ..runtime.selection import locate
+
+    try:
+        files = locate(engine)
+    except (BundleError, FileNotFoundError, ValueError):
+        return False  # the CRIS path reports it
+    return files.is_bundle and files.bundle.kind == "zeroshot"
+
+
 def _zeroshot(args) -> int:
-    """``cris-eval --method zeroshot``: the zero-shot protocol of `cris_edge.eval.zeroshot`."""
-    if args.engine or args.checkpoint or args.config:
-        raise UsageError("--method zeroshot takes --clip, not --checkpoint, --config or --engine")
+    """``cris-eval --method zeroshot`` (or ``--engine`` a zero-shot bundle): the zero-shot protocol
+    of `cris_edge.eval.zeroshot`, on the PyTorch reference or on a bundle in `Segmenter`."""
+    if args.checkpoint or args.config or (args.engine and args.clip):
+        raise UsageError("--method zeroshot takes --clip or --engine (a zero-shot bundle), not --checkpoint or "
+                         "--config, nor both")
+    if args.engine and not _is_zeroshot_bundle(args.engine):
+        raise UsageError(f"--engine {args.engine} is not a zero-shot bundle (cris-export --zeroshot makes one)")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit must be >= 1, got {args.limit}")
     if args.num_samples < 1:
@@ -144,20 +159,19 @@ def _zeroshot(args) -> int:
             raise UsageError(f"--{name} must be in [0, 1], got {value}")
     if args.clip is not None and not (args.dataset or args.lmdb):
         raise UsageError("--clip: give --dataset or --lmdb (the shipped CLIP alone defaults to synthetic scenes)")
+    if args.engine and not (args.dataset or args.lmdb):
+        args.dataset = _card_dataset(args.engine)
     if args.proposals not in (None, "oracle", "builtin") and not Path(args.proposals).is_file():
         raise UsageError(f"--proposals: no such file {args.proposals} (or give oracle or builtin)")
     if args.json:
         check_writable(args.json, "--json")
-        check_not_input(args.json, (args.clip, args.lmdb, args.proposals), "--json")
+        check_not_input(args.json, (args.clip, args.engine, args.lmdb, args.proposals), "--json")
     missing = missing_extra("torch", "the zero-shot method")
     if missing:
         raise UsageError(missing)
-    from ..assets import zeroshot_clip
     from ..data.sources import open_records
     from ..eval.metrics import PREC_THRESHOLDS
-    from ..eval.zeroshot import evaluate_zeroshot, proposal_source
-    from ..runtime.device import parse_device
-    from ..zeroshot import GlobalLocal, load_clip
+    from ..eval.zeroshot import proposal_source
 
     dataset = args.dataset or ("synthetic" if not args.lmdb else "lmdb")
     split = args.split or "val"
@@ -168,18 +182,11 @@ def _zeroshot(args) -> int:
         source = proposal_source(proposals, records)
     except ValueError as err:
         raise UsageError(f"--proposals {proposals}: {err}") from None
-    clip_path = args.clip or zeroshot_clip()
-    alpha = args.alpha if args.alpha is not None else 0.85 if dataset.startswith("refcocog") else 0.95
-    import torch
-
-    clip = load_clip(clip_path).to(parse_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
-    method = GlobalLocal(clip, alpha, args.beta, spacy_pipeline=None if args.spacy == "none" else args.spacy)
     count = min(len(records), args.limit or len(records))
     what = (f"LMDB {args.lmdb}" if args.lmdb else
             f"synthetic scenes, seeds {args.seed}..{args.seed + count - 1}" if dataset == "synthetic" else f"{dataset} {split}")
-    print(f"cris-eval: zero-shot Global-Local CLIP ({clip_path}, alpha {alpha}, beta {args.beta}, "
-          f"{method.backbone}) on {what} ({count} referents, proposals: {proposals})", file=sys.stderr)
-    summary = evaluate_zeroshot({"zeroshot": method}, records, source, range(count))["zeroshot"].summary()
+    run = _zeroshot_bundle if args.engine else _zeroshot_reference
+    summary = run(args, records, source, count, f"{what} ({count} referents, proposals: {proposals})", dataset)
     for key in ("mIoU", "oIoU", *(f"Prec@{t:.1f}" for t in PREC_THRESHOLDS)):
         print(f"{key:<9} {summary[key]:.4f}")
     print(f"{'samples':<9} {summary['samples']}")
@@ -195,6 +202,54 @@ def _zeroshot(args) -> int:
         with atomic_output(args.json) as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _zeroshot_reference(args, records, source, count: int, what: str, dataset: str) -> dict:
+    """The PyTorch reference `GlobalLocal` on ``records``: its summary."""
+    import torch
+
+    from ..assets import zeroshot_clip
+    from ..eval.zeroshot import evaluate_zeroshot
+    from ..runtime.device import parse_device
+    from ..zeroshot import GlobalLocal, load_clip
+
+    clip_path = args.clip or zeroshot_clip()
+    alpha = args.alpha if args.alpha is not None else 0.85 if dataset.startswith("refcocog") else 0.95
+    clip = load_clip(clip_path).to(parse_device(args.device) or ("cuda" if torch.cuda.is_available() else "cpu"))
+    method = GlobalLocal(clip, alpha, args.beta, spacy_pipeline=None if args.spacy == "none" else args.spacy)
+    print(f"cris-eval: zero-shot Global-Local CLIP ({clip_path}, alpha {alpha}, beta {args.beta}, "
+          f"{method.backbone}) on {what}", file=sys.stderr)
+    return evaluate_zeroshot({"zeroshot": method}, records, source, range(count))["zeroshot"].summary()
+
+
+def _zeroshot_bundle(args, records, source, count: int, what: str, dataset: str) -> dict:
+    """A zero-shot bundle in `Segmenter` on ``records``: the bundle's alpha unless --alpha is
+    given, --beta and the noun phrases of --spacy, as for the reference. Its summary."""
+    import dataclasses
+
+    from ..eval.zeroshot import evaluate_segmenter
+    from ..runtime.segmenter import Segmenter
+
+    with Segmenter(args.engine, args.backend, args.device) as segmenter:
+        method = segmenter.method
+        segmenter.method = dataclasses.replace(
+            method, alpha=method.alpha if args.alpha is None else args.alpha, beta=args.beta,
+            noun_phrase="rules" if args.spacy == "none" else "spacy",
+            spacy_pipeline=method.spacy_pipeline if args.spacy == "none" else args.spacy)
+        print(f"cris-eval: zero-shot bundle {args.engine} ({segmenter.model}, {segmenter.precision}, alpha "
+              f"{segmenter.method.alpha}, beta {args.beta}, {method.backbone}) on {segmenter.backend}, {what}",
+              file=sys.stderr)
+        return evaluate_segmenter(segmenter, records, source, range(count)).summary()
+
+
+def _card_dataset(engine: str) -> str:
+    """The dataset a bundle's model card records, else a UsageError asking for --dataset."""
+    from ..runtime.selection import locate
+
+    card = locate(engine).bundle.card
+    if card is None or not card.dataset:
+        raise UsageError(f"--engine {engine}: the bundle's model card records no dataset, so give --dataset or --lmdb")
+    return card.dataset
 
 
 def _predictor(args):

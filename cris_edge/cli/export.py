@@ -4,6 +4,7 @@
     cris-export --checkpoint exp/best.pth --config cris_r50_refcoco --precision int8 --output bundles/r50_int8
     cris-export --engine-only bundles/r50_int8                    # on the target device
     cris-export --bundle bundles/r50_fp16 --triton-repository triton_models   # for Triton on a GPU server
+    cris-export --zeroshot --clip ViT-B-32.pt --precision fp16 --output bundles/vitb32_zs   # zero-shot
 """
 
 from __future__ import annotations
@@ -64,9 +65,27 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: $CRIS_EDGE_CACHE, else $XDG_CACHE_HOME/cris_edge, else ~/.cache/cris_edge)")
     p.add_argument("--accuracy-samples", type=int, metavar="N", help="INT8: score the bundle against the FP32 "
                    "graphs on N held-out samples after the export (synthetic calibration: held-out scenes; a refer "
-                   "dataset: its val split) and print the mIoU change next to the sizes (default: 50)")
+                   "dataset: its val split) and print the mIoU change next to the sizes (default: 16)")
     p.add_argument("--no-accuracy-check", action="store_true", help="INT8: skip that accuracy check")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    zs = p.add_argument_group("zero-shot Global-Local CLIP (--zeroshot; docs/zeroshot-device.md)")
+    zs.add_argument("--zeroshot", action="store_true", help="export a zero-shot bundle from CLIP weights (--clip) "
+                    "instead of a CRIS checkpoint")
+    zs.add_argument("--clip", help="CLIP weights: a file (OpenAI archive, state dict, open_clip checkpoint) or a name "
+                    "(openai:ViT-B-32, ...)")
+    zs.add_argument("--max-proposals", type=int, help="proposals per pass of the TensorRT engines (default 64)")
+    zs.add_argument("--alpha", type=float, default=0.95, help="weight of the global visual feature (default 0.95; "
+                    "0.85 for RefCOCOg, as the official code; 1 skips the local branch)")
+    zs.add_argument("--beta", type=float, default=0.5, help="weight of the sentence against its noun phrase "
+                    "(default 0.5)")
+    zs.add_argument("--noun-phrase", choices=("spacy", "rules"), default="spacy",
+                    help="noun-phrase extractor on the device: spacy where installed, else the rules (default), "
+                    "or always the rules")
+    zs.add_argument("--spacy", default="en_core_web_sm", metavar="PIPELINE", help="spaCy pipeline "
+                    "(default en_core_web_sm)")
+    zs.add_argument("--proposals", choices=("builtin", "none"), default="none",
+                    help="proposal generator run when a call gives none: builtin (the synthetic scenes' colour "
+                    "regions) or none (the caller passes proposals; default)")
     return p
 
 
@@ -100,6 +119,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _check_options(args) -> None:
     """Every option's value and the output, before any work (a bad one is one line, exit 2)."""
+    if args.zeroshot:
+        return _check_zeroshot(args)
+    if args.clip is not None or args.max_proposals is not None:
+        raise UsageError("--clip and --max-proposals are for --zeroshot")
     for option, value in (("--max-batch", args.max_batch), ("--workspace", args.workspace),
                           ("--calib-size", args.calib_size), ("--accuracy-samples", args.accuracy_samples)):
         if value is not None and value < 1:
@@ -129,7 +152,29 @@ def _check_options(args) -> None:
     check_output(_output(args), "--output")
 
 
+def _check_zeroshot(args) -> None:
+    if args.engine_only is not None or args.checkpoint is not None or args.config is not None:
+        raise UsageError("--zeroshot exports --clip; --checkpoint, --config and --engine-only are for CRIS bundles "
+                         "(cris-export --engine-only BUNDLE builds a zero-shot bundle's engines too)")
+    if args.clip is None:
+        raise UsageError("--zeroshot needs --clip (a CLIP file, or a name such as openai:ViT-B-32)")
+    if args.precision not in ("fp32", "fp16"):
+        raise UsageError("--zeroshot: --precision must be fp32 or fp16 (INT8 is not offered for zero-shot bundles yet)")
+    for option, value in (("--alpha", args.alpha), ("--beta", args.beta)):
+        if not 0.0 <= value <= 1.0:
+            raise UsageError(f"{option} must be in [0, 1], got {value}")
+    if args.max_proposals is not None and args.max_proposals < 1:
+        raise UsageError(f"--max-proposals must be >= 1, got {args.max_proposals}")
+    if args.max_batch is not None:
+        raise UsageError("--zeroshot: give --max-proposals, not --max-batch")
+    from cris_edge.export.staging import check_output
+
+    check_output(_output(args), "--output")
+
+
 def _output(args) -> Path:
+    if args.zeroshot:
+        return args.output or Path("bundles") / f"{Path(args.clip).stem.replace(':', '_')}_zeroshot_{args.precision}"
     stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
     # An INT8 bundle's name carries its Q/DQ placement: exporting the other placement next does not
     # silently replace the first.
@@ -147,7 +192,7 @@ def _main(args) -> int:
             raise UsageError(missing)
     if args.engine_only is not None:
         return _engine_only(args)
-    return _export(args)
+    return _export_zeroshot(args) if args.zeroshot else _export(args)
 
 
 def _triton_repository(args) -> int:
@@ -195,6 +240,23 @@ def _export(args) -> int:
     summary = _int8_summary(result)
     if summary:
         print(summary)
+    print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
+    if result.engine_note:
+        print(result.engine_note)
+    return 0
+
+
+def _export_zeroshot(args) -> int:
+    from cris_edge.export.zeroshot_pipeline import DEFAULT_MAX_PROPOSALS, ZeroShotExportOptions, export_zeroshot
+    from cris_edge.paths import cache_dir
+
+    result = export_zeroshot(ZeroShotExportOptions(
+        clip=args.clip, output=_output(args), precision=args.precision, alpha=args.alpha, beta=args.beta,
+        max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, noun_phrase=args.noun_phrase,
+        spacy_pipeline=args.spacy, proposals=None if args.proposals == "none" else args.proposals,
+        workspace_mib=args.workspace, cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
+        progress=not args.quiet))
+    print(_sizes(result.bundle, result.config))
     print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
     if result.engine_note:
         print(result.engine_note)

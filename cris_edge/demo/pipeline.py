@@ -30,7 +30,6 @@ import cv2
 import numpy as np
 
 from ..paths import check_not_input, check_writable, commit_temporary, remove_stale_temporaries, temporary_beside
-from ..runtime.result import STAGES
 from .display import Window
 from .prompts import KeyEditor, Prompts, StdinReader
 from .render import draw_hud, draw_masks, hud_lines
@@ -180,7 +179,7 @@ class Demo:
         card = getattr(self.segmenter, "card", None)  # the HUD names the model: its card's name, else its file
         hud_model = card.name if card is not None else getattr(self.segmenter, "model", None)
         times: deque = deque(maxlen=FPS_WINDOW)
-        sums = dict.fromkeys(STAGES, 0.0)
+        sums: dict[str, float] = {}
         first = None
         while True:
             item = results.get()
@@ -192,8 +191,8 @@ class Demo:
             first = first or now
             stats.frames += 1
             stats.seconds = now - first
-            for stage in STAGES:
-                sums[stage] += segmented[0].timings.get(stage, 0.0)
+            for stage, ms in segmented[0].timings.items():  # a zero-shot bundle's stages too
+                sums[stage] = sums.get(stage, 0.0) + ms
                 stats.stage_ms[stage] = sums[stage] / stats.frames
             fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
             canvas = draw_masks(frame, segmented)

@@ -8,13 +8,14 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..runtime.result import STAGES, SegmentationResult
+from ..runtime.result import STAGES, ZEROSHOT_STAGES, SegmentationResult
 
 #: BGR colour of prompt i (cycled): green, magenta, orange, cyan, yellow, violet.
 PALETTE = ((60, 220, 60), (220, 60, 220), (0, 140, 255), (230, 200, 0), (0, 230, 230), (200, 80, 120))
 ALPHA = 0.5
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-_SHORT = {"preprocess": "pre", "text": "text", "visual": "vis", "head": "head", "postprocess": "post"}
+_SHORT = {"preprocess": "pre", "text": "text", "visual": "vis", "head": "head", "postprocess": "post",
+          "global": "glob", "local": "loc", "score": "score"}
 
 
 def colour(i: int) -> tuple[int, int, int]:
@@ -42,7 +43,8 @@ def hud_lines(fps: Optional[float], backend: str, timings: dict[str, float], pro
     """The HUD's lines and their colours (white, prompts in their mask colours); ``model``: the
     model's name, on the first line after the backend."""
     white = (255, 255, 255)
-    stages = " ".join(f"{_SHORT[s]} {timings.get(s, 0.0):.1f}" for s in STAGES)
+    shown = STAGES if "visual" in timings or not timings else ZEROSHOT_STAGES  # a zero-shot bundle's stages
+    stages = " ".join(f"{_SHORT[s]} {timings.get(s, 0.0):.1f}" for s in shown)
     first = f"{'--' if fps is None else f'{fps:.1f}'} FPS  {backend}" + (f"  model {model}" if model else "")
     lines = [(first, white), (f"ms: {stages}", white)]
     lines += [(f"[{i + 1}] {p}", colour(i)) for i, p in enumerate(prompts)]

@@ -132,6 +132,17 @@ def variants(method: GlobalLocal, names: Sequence[str] = tuple(ABLATIONS)) -> di
     return out
 
 
+def _each_image(records: Sequence, proposals: ProposalSource, indices: Optional[Sequence[int]], progress: bool,
+                desc: str):
+    """``(progress bar, record, bool masks [N, H, W])`` for each record of ``indices`` (default all)."""
+    indices = range(len(records)) if indices is None else indices
+    bar = tqdm(indices, desc=desc, unit="ref", disable=None if progress else True, dynamic_ncols=True)
+    for i in bar:
+        record = records[i]
+        height, width = record.image.shape[:2]
+        yield bar, record, _masks(proposals(records, i, record), height, width)
+
+
 @torch.inference_mode()
 def evaluate_zeroshot(methods: Mapping[str, GlobalLocal], records: Sequence, proposals: ProposalSource,
                       indices: Optional[Sequence[int]] = None, progress: bool = True,
@@ -145,12 +156,8 @@ def evaluate_zeroshot(methods: Mapping[str, GlobalLocal], records: Sequence, pro
            for m in methods.values()):
         raise ValueError("the methods must share one CLIP, pre-processing and noun-phrase parser")
     results = {name: ZeroShotScores() for name in methods}
-    indices = range(len(records)) if indices is None else indices
-    bar = tqdm(indices, desc=desc, unit="ref", disable=None if progress else True, dynamic_ncols=True)
-    for i in bar:
-        record = records[i]
+    for bar, record, masks in _each_image(records, proposals, indices, progress, desc):
         height, width = record.image.shape[:2]
-        masks = _masks(proposals(records, i, record), height, width)
         if len(masks) == 0:
             for scores in results.values():
                 for _ in record.sentences:
@@ -169,6 +176,19 @@ def evaluate_zeroshot(methods: Mapping[str, GlobalLocal], records: Sequence, pro
         shown = results[next(iter(methods))].scores
         bar.set_postfix(mIoU=f"{sum(shown.ious) / len(shown):.4f}", refresh=False)
     return results
+
+
+def evaluate_segmenter(segmenter, records: Sequence, proposals: ProposalSource, indices: Optional[Sequence[int]] = None,
+                       progress: bool = True, desc: str = "zero-shot") -> ZeroShotScores:
+    """`evaluate_zeroshot`'s protocol for a zero-shot bundle in a `Segmenter`: every sentence of
+    every record picks one of its image's proposals (the visual graphs run once per image)."""
+    scores = ZeroShotScores()
+    for bar, record, masks in _each_image(records, proposals, indices, progress, desc):
+        results = segmenter.run(record.image, list(record.sentences), proposals=masks)
+        for result in results:
+            scores.add(result.mask, record.mask, had_proposals=len(masks) > 0)
+        bar.set_postfix(mIoU=f"{sum(scores.scores.ious) / len(scores.scores):.4f}", refresh=False)
+    return scores
 
 
 def measure_table(clip_path: Path, num_samples: int, seed_offset: Optional[int] = None,

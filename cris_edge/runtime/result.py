@@ -9,6 +9,8 @@ import numpy as np
 
 #: Keys of ``SegmentationResult.timings``, in pipeline order (milliseconds).
 STAGES = ("preprocess", "text", "visual", "head", "postprocess")
+#: The same for a zero-shot bundle.
+ZEROSHOT_STAGES = ("preprocess", "text", "global", "local", "score")
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,7 +30,10 @@ class SegmentationResult:
         score: the mean probability inside the mask, in [0, 1] (of the clipped probabilities,
             computed whether or not ``prob`` was asked for); 0.0 for an empty mask. A low score
             says the model is unsure the prompt's object is there at all: threshold it to drop
-            such results.
+            such results. Zero-shot bundles: the chosen proposal's softmax share of ``scores``.
+        index: zero-shot bundles: the chosen proposal's index (-1 when there were none); else None.
+        scores: zero-shot bundles: float32 ``[N]``, every proposal's score (the bundle's scoring
+            rule); else None. Their ``timings`` stages are `ZEROSHOT_STAGES`.
     """
 
     text: str
@@ -36,3 +41,5 @@ class SegmentationResult:
     prob: Optional[np.ndarray] = None
     timings: dict[str, float] = field(default_factory=dict)
     score: float = 0.0
+    index: Optional[int] = None
+    scores: Optional[np.ndarray] = None

@@ -5,6 +5,10 @@
     result = seg.run(frame_bgr, "the red car")       # result.mask: uint8 [H, W] at the frame's size
     left, right = seg.run(frame_bgr, ["the left dog", "the right dog"])   # visual graph once
 
+A zero-shot bundle (kind ``zeroshot``, docs/zeroshot-device.md) runs the same way on a frame and
+its proposal masks: ``seg.run(frame, "the red car", proposals=masks)`` -> the chosen proposal,
+with ``index`` and every proposal's ``scores`` (`cris_edge.runtime.zeroshot`).
+
 Thread safety: a Segmenter runs one call at a time. Concurrent calls from several threads are
 safe: they wait on the Segmenter's lock and run one after the other (a TensorRT context, its
 buffers and CUDA graph, and the text cache are per Segmenter). For parallel inference, create one
@@ -21,16 +25,17 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..bundle import ModelCard
+from ..bundle import ModelCard, ZeroShotMethod
 from ..constants import THRESHOLD
 from ..tokenizer import EmptyTextError, get_tokenizer
-from .backends.base import Backend, Pair
+from .backends.base import Backend, Pair, ZeroShotBackend
 from .device import parse_device
 from .inputs import check_frame, check_frames, check_texts
 from .preprocess import Frame, check_color
 from .result import SegmentationResult
 from .selection import choose, locate, open_backend
 from .text_cache import TextCache, TextFeatures
+from .zeroshot import ZeroShotPipeline
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -78,7 +83,8 @@ class Segmenter:
         name, reason = choose(files, backend, device)
         if threshold is None:
             threshold = files.bundle.threshold if files.is_bundle else THRESHOLD
-        self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size)
+        self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size,
+                     files.bundle.zeroshot if files.is_bundle else None)
         if files.is_bundle:
             self.card = files.bundle.card
             checkpoint = files.bundle.checkpoint.file
@@ -101,7 +107,8 @@ class Segmenter:
         segmenter.card = card
         return segmenter
 
-    def _attach(self, backend: Backend, reason: str, threshold: float, text_cache_size: int) -> None:
+    def _attach(self, backend: Union[Backend, ZeroShotBackend], reason: str, threshold: float, text_cache_size: int,
+                method: Optional[ZeroShotMethod] = None) -> None:
         self._backend = backend
         #: A short name of the model: the bundle's checkpoint file (with its card's name when the
         #: bundle has a card) or the checkpoint's file name. ``card``: the bundle's `ModelCard` or None.
@@ -114,13 +121,38 @@ class Segmenter:
         self._tokenizer = get_tokenizer(info.vocabulary)
         self.text_cache = TextCache(text_cache_size)
         self._lock = threading.Lock()
+        #: The bundle's kind: ``"cris"``, or ``"zeroshot"`` (then ``method`` holds its parameters).
+        self.kind = "cris" if method is None else "zeroshot"
+        self._zeroshot = None if method is None else ZeroShotPipeline(
+            backend, method, self._tokenizer, self.word_len, self.text_cache)  # type: ignore[arg-type]
+
+    @property
+    def method(self) -> Optional[ZeroShotMethod]:
+        """A zero-shot bundle's `ZeroShotMethod` (None for CRIS). Its host-side settings (alpha,
+        beta, scoring, noun phrases, generator) may be replaced: ``seg.method =
+        dataclasses.replace(seg.method, alpha=1.0)``; what the graphs baked (backbone, grid,
+        masked blocks) may not."""
+        return None if self._zeroshot is None else self._zeroshot.method
+
+    @method.setter
+    def method(self, method: ZeroShotMethod) -> None:
+        if self._zeroshot is None:
+            raise ValueError("method applies to zero-shot bundles; this is a CRIS model")
+        old = self._zeroshot.method
+        if (method.backbone, method.grid, method.masked_blocks) != (old.backbone, old.grid, old.masked_blocks):
+            raise ValueError("the backbone, grid and masked blocks are baked into the bundle's graphs")
+        if not (0.0 <= method.alpha <= 1.0 and 0.0 <= method.beta <= 1.0):
+            raise ValueError(f"alpha and beta must be in [0, 1], got {method.alpha}, {method.beta}")
+        with self._lock:
+            self._zeroshot.set_method(method)
 
     def __repr__(self) -> str:
         return (f"Segmenter(model={self.model!r}, backend={self.backend!r}, input_size={self.input_size}, "
                 f"precision={self.precision!r})")
 
     def run(self, frame: np.ndarray, text: Union[str, Sequence[str]], *, color: str = "bgr",
-            return_prob: bool = False, warn_truncated: bool = True
+            return_prob: bool = False, warn_truncated: bool = True, proposals=None,
+            noun_phrase: Optional[str] = None, boxes=None
             ) -> Union[SegmentationResult, list[SegmentationResult]]:
         """Segment what ``text`` names in ``frame``.
 
@@ -135,17 +167,44 @@ class Segmenter:
                 (no warning, and no warnings filter touched: safe with other threads). A prompt
                 warns when it is tokenized, i.e. not again while its features are cached.
 
-        Returns one `SegmentationResult` for a str, a list of them (in order) for a list.
-        Raises ValueError naming the problem for a bad frame or text.
+            proposals: zero-shot bundles only: bool/uint8 ``[N, H, W]`` proposal masks at the
+                frame's size, or any format of `cris_edge.runtime.proposals.as_masks` (COCO RLE
+                dicts, a COCO results JSON file of one image); None runs the bundle's proposal
+                generator (``method.proposals``), or is a ValueError saying what to pass.
+            noun_phrase: zero-shot bundles only: the target noun phrase of every prompt (default:
+                extracted from each prompt, `ZeroShotMethod.noun_phrase`).
+            boxes: zero-shot bundles only: ``[N, 4]`` crop boxes ``(x1, y1, x2, y2)``,
+                end-exclusive (default: each mask's tight box).
+
+        Returns one `SegmentationResult` for a str, a list of them (in order) for a list; for a
+        zero-shot bundle its ``mask`` is the chosen proposal, with ``index`` and ``scores``.
+        Raises ValueError naming the problem for a bad frame, text or proposal masks (wrong
+        size, not binary, empty).
         """
         texts, single = check_texts(text)
-        results = self._segment([check_frame(frame, color)], [(0, t) for t in texts], return_prob, warn_truncated)
+        checked = check_frame(frame, color)
+        if self._zeroshot is None:
+            given = [name for name, value in (("proposals", proposals), ("noun_phrase", noun_phrase),
+                                              ("boxes", boxes)) if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} apply to zero-shot bundles; this is a {self.kind!r} model")
+            results = self._segment([checked], [(0, t) for t in texts], return_prob, warn_truncated)
+        else:
+            if return_prob:
+                raise ValueError("return_prob applies to CRIS bundles: a zero-shot result's mask is a proposal")
+            with self._lock:
+                if self._backend is None:
+                    raise RuntimeError("this Segmenter is closed")
+                results = self._zeroshot.run(checked, texts, proposals, noun_phrase, boxes)
         return results[0] if single else results
 
     def run_batch(self, frames: Sequence[np.ndarray], texts: Union[str, Sequence[str]], *, color: str = "bgr",
                   return_prob: bool = False, warn_truncated: bool = True) -> list[SegmentationResult]:
         """Segment a batch of frames in one pass per graph (for throughput): ``texts`` is one
         prompt for every frame, or one prompt per frame. Returns one result per frame."""
+        if self._zeroshot is not None:
+            raise ValueError("run_batch runs CRIS bundles; a zero-shot bundle takes one frame and its proposals "
+                             "per call: use run")
         frames = check_frames(frames)
         prompts, single = check_texts(texts)
         if single:

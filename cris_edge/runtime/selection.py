@@ -9,11 +9,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from .. import bundle as bundle_format
 from ..bundle import CONFIG_FILE, Bundle, BundleError, EngineMismatchError
-from .backends.base import Backend, BackendUnavailableError, refuse_plugin_head
+from .backends.base import Backend, BackendUnavailableError, ZeroShotBackend, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -96,19 +96,25 @@ def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
     return "tensorrt", "its engines match this machine's TensorRT and GPU"
 
 
-def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config) -> Backend:
-    """Open backend ``name`` on ``files``; BackendUnavailableError when its package is missing."""
+def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config
+                 ) -> Union[Backend, ZeroShotBackend]:
+    """Open backend ``name`` on ``files`` (a `ZeroShotBackend` for a ``zeroshot`` bundle);
+    BackendUnavailableError when its package is missing."""
+    zeroshot = files.is_bundle and files.bundle.kind == "zeroshot"
     if name == "tensorrt":
         if threads is not None:
             raise ValueError("threads applies to ONNX Runtime; the TensorRT backend runs on the GPU")
+        if zeroshot:
+            from .backends.tensorrt_zeroshot import TensorRTZeroShot
+            return TensorRTZeroShot(files.path, files.bundle, device)
         from .backends.tensorrt import TensorRTBackend
         return TensorRTBackend(files.path, files.bundle, device)
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError("onnxruntime is not installed: pip install -c constraints.txt "
                                           "'cris-edge[onnxruntime]' (or 'cris-edge[onnxruntime-gpu]' for its CUDA provider)")
-        from .backends.onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(files.path, files.bundle, device, threads)
+        from .backends.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeZeroShot
+        return (OnnxRuntimeZeroShot if zeroshot else OnnxRuntimeBackend)(files.path, files.bundle, device, threads)
     if importlib.util.find_spec("torch") is None:
         raise BackendUnavailableError("the pytorch backend needs torch: pip install -c constraints.txt "
                                       "'cris-edge[torch]'")

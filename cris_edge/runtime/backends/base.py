@@ -125,6 +125,32 @@ class Backend(ABC):
         """Release what the backend holds (GPU memory, sessions); it cannot be used afterwards."""
 
 
+class ZeroShotBackend(ABC):
+    """One way of running the three graphs of a ``zeroshot`` bundle (docs/zeroshot-device.md):
+    features in, features out, float32 host arrays (the pre-processing, scoring and choice are
+    `cris_edge.runtime.zeroshot`'s). ``max_batch``: the most texts, masks or crops one call
+    takes (None: any)."""
+
+    name: str
+    info: ModelInfo
+    max_batch: Optional[int] = None
+
+    @abstractmethod
+    def encode_text(self, tokens: TokenBatch) -> np.ndarray:
+        """The text graph on ``tokens`` (B rows) -> float32 ``[B, D]``."""
+
+    @abstractmethod
+    def global_features(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """``image [1, 3, S, S]``, soft ``masks [N, 1, g, g]`` float32 -> float32 ``[N, D]``."""
+
+    @abstractmethod
+    def local_features(self, crops: np.ndarray) -> np.ndarray:
+        """``crops [N, 3, S, S]`` float32 -> float32 ``[N, D]``."""
+
+    def close(self) -> None:
+        """Release what the backend holds; it cannot be used afterwards."""
+
+
 class HostBackend(Backend):
     """The official numpy + OpenCV pre/post-processing around a framework's visual and head
     graphs. Subclasses give `_visual` (``images [B, 3, S, S]`` -> opaque features) and `_head`

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ...bundle import GRAPHS, Bundle, BundleError, Graph, graph_path
 from ...tokenizer import TokenBatch
 from ..device import cuda_index
 from ..text_cache import TextFeatures
-from .base import HostBackend, ModelInfo, head_to_logits, plural, refuse_plugin_head
+from .base import HostBackend, ModelInfo, ZeroShotBackend, head_to_logits, plural, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -63,12 +63,14 @@ def _providers(device: Optional[str]) -> list:
 
 
 def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None, device: Optional[str] = "cpu",
-            optimize: bool = True, optimized_path: Optional[str] = None):
+            optimize: bool = True, optimized_path: Optional[str] = None, fp16: bool = False):
     """An ONNX Runtime session of ``model`` (a file, or serialized bytes), tuned for one
     inference at a time: sequential execution, ``threads`` intra-op threads (None: ONNX Runtime's
     default), idle threads sleeping rather than spinning, warnings and below not logged.
     ``optimize`` False disables graph optimisations (exact reference runs); ``optimized_path``
-    saves the optimised graph there. Providers follow ``device`` (see `_providers`)."""
+    saves the optimised graph there. Providers follow ``device`` (see `_providers`). ``fp16``
+    (a graph computing in FP16) leaves out the NCHWc layout pass, whose kernels are FP32 only and
+    which crashes on some FP16 graphs (the zero-shot text graph's QuickGELU)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -85,7 +87,8 @@ def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None
     if optimized_path:
         options.optimized_model_filepath = optimized_path
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=_providers(device))
+    disabled = ["NchwcTransformer"] if fp16 else None
+    return ort.InferenceSession(source, options, providers=_providers(device), disabled_optimizers=disabled)
 
 
 def _check_io(session, graph: Graph, name: str, path: Path) -> None:
@@ -102,6 +105,28 @@ def _check_io(session, graph: Graph, name: str, path: Path) -> None:
                               f"has {got}: the config does not describe this graph; re-export the bundle")
 
 
+def open_sessions(bundle_dir: Path, bundle: Bundle, device: Optional[str], threads: int
+                  ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """A checked session per graph of the bundle's kind and each graph's output names."""
+    _providers(device)  # a device this onnxruntime cannot use: ValueError before any work
+    sessions, outputs = {}, {}
+    for name in GRAPHS[bundle.kind]:
+        path = graph_path(bundle_dir, bundle, name)
+        try:
+            sessions[name] = session(path, threads, device, fp16=bundle.precision_details.io == "float16")
+        except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
+                              f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
+        _check_io(sessions[name], bundle.graph(name), name, path)
+        outputs[name] = [o.name for o in bundle.graph(name).outputs]
+    return sessions, outputs
+
+
+def _backend_name(provider: str, threads: int) -> str:
+    return f"onnxruntime ({provider}, {plural(threads, 'thread')})" if provider == CPU_PROVIDER else \
+        f"onnxruntime ({provider})"
+
+
 class OnnxRuntimeBackend(HostBackend):
     """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs in ONNX Runtime sessions."""
 
@@ -112,20 +137,9 @@ class OnnxRuntimeBackend(HostBackend):
         self.head_output = bundle.head_output
         self.image_dtype = np.dtype(bundle.graph("visual").input("image").dtype)
         self.threads = int(threads) if threads else physical_cores()
-        _providers(device)  # a device this onnxruntime cannot use: ValueError before any work
-        self._sessions, self._outputs = {}, {}
-        for name in GRAPHS[bundle.kind]:
-            path = graph_path(bundle_dir, bundle, name)
-            try:
-                self._sessions[name] = session(path, self.threads, device)
-            except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
-                raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
-                                  f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
-            _check_io(self._sessions[name], bundle.graph(name), name, path)
-            self._outputs[name] = [o.name for o in bundle.graph(name).outputs]
+        self._sessions, self._outputs = open_sessions(bundle_dir, bundle, device, self.threads)
         used = self._sessions["visual"].get_providers()[0]
-        self.name = f"onnxruntime ({used}, {plural(self.threads, 'thread')})" if used == CPU_PROVIDER else \
-            f"onnxruntime ({used})"
+        self.name = _backend_name(used, self.threads)
         int8 = bundle.precision_details.int8
         if int8 is not None and int8.placement == "tensorrt" and used == CPU_PROVIDER:
             log.info("bundle %s holds INT8 Q/DQ placed for TensorRT (FP16 elsewhere): ONNX Runtime's CPU provider "
@@ -148,6 +162,35 @@ class OnnxRuntimeBackend(HostBackend):
             c3, c4, c5 = (np.take(c, frame_index, axis=0) for c in (c3, c4, c5))
         out = self._run("head", {"c3": c3, "c4": c4, "c5": c5, "word": word, "pad_mask": pad_mask, "state": state})
         return head_to_logits(self.head_output, out)
+
+    def close(self) -> None:
+        self._sessions.clear()
+
+
+class OnnxRuntimeZeroShot(ZeroShotBackend):
+    """A ``zeroshot`` bundle's ``text``, ``global`` and ``local`` ONNX graphs in ONNX Runtime
+    sessions; float32 in and out whatever precision the graphs compute in."""
+
+    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
+                 threads: Optional[int] = None):
+        self.info = ModelInfo.from_bundle(bundle_dir, bundle)
+        self.threads = int(threads) if threads else physical_cores()
+        self._sessions, self._outputs = open_sessions(bundle_dir, bundle, device, self.threads)
+        self._dtype = np.dtype(bundle.precision_details.io)
+        self.name = _backend_name(self._sessions["global"].get_providers()[0], self.threads)
+
+    def _run(self, name: str, feeds: dict) -> np.ndarray:
+        return self._sessions[name].run(self._outputs[name], feeds)[0].astype(np.float32, copy=False)
+
+    def encode_text(self, tokens: TokenBatch) -> np.ndarray:
+        return self._run("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
+
+    def global_features(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return self._run("global", {"image": image.astype(self._dtype, copy=False),
+                                    "masks": masks.astype(self._dtype, copy=False)})
+
+    def local_features(self, crops: np.ndarray) -> np.ndarray:
+        return self._run("local", {"crops": crops.astype(self._dtype, copy=False)})
 
     def close(self) -> None:
         self._sessions.clear()

@@ -34,8 +34,8 @@ class TrtEngine:
     """``path`` deserialized by ``runtime``; ``inputs`` / ``outputs`` in the bundle's order.
 
     Every tensor is bound to its own buffer (``buffers[name].ptr``); `bind` points an input at
-    other device memory instead (e.g. the visual engine's outputs). `set_batch` sets every
-    input's batch; `enqueue` runs the engine on a stream.
+    other device memory instead (e.g. the visual engine's outputs). `set_batch` sets the batch of
+    every input whose first dimension is dynamic; `enqueue` runs the engine on a stream.
     """
 
     def __init__(self, trt: ModuleType, runtime: tensorrt.Runtime, path: Path, inputs: Sequence[str],
@@ -52,7 +52,9 @@ class TrtEngine:
         self.context: tensorrt.IExecutionContext = engine.create_execution_context()
         if self.context is None:
             raise RuntimeError(f"TensorRT could not create an execution context for {path} (out of GPU memory?)")
-        self.max_batch = min(int(engine.get_tensor_profile_shape(name, 0)[2][0]) for name in inputs)
+        # inputs of a fixed batch (the zero-shot global graph's image) are left out of the batch
+        self._batched = [name for name in inputs if int(engine.get_tensor_shape(name)[0]) < 0]
+        self.max_batch = min(int(engine.get_tensor_profile_shape(name, 0)[2][0]) for name in self._batched or inputs)
         for name in inputs:  # at the largest batch, so every output's largest shape is known
             shape: tuple[int, ...] = tuple(engine.get_tensor_profile_shape(name, 0)[2])  # type: ignore[arg-type]
             if not self.context.set_input_shape(name, shape):
@@ -87,7 +89,7 @@ class TrtEngine:
         if batch == self._batch:
             return
         for spec in self.inputs:
-            if not self.context.set_input_shape(spec.name, (batch, *spec.item)):
+            if spec.name in self._batched and not self.context.set_input_shape(spec.name, (batch, *spec.item)):
                 raise RuntimeError(f"TensorRT refused batch {batch} for input {spec.name!r}")
         self._batch = batch
 

@@ -22,7 +22,8 @@ from zeroshot_clips import tiny_clip_state  # noqa: E402
 from cris_edge.constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from cris_edge.model.checkpoint import CheckpointError  # noqa: E402
 from cris_edge.zeroshot import ClipUnavailableError, GlobalLocal, load_clip, noun_phrase, parse_text  # noqa: E402
-from cris_edge.zeroshot import clip_loading, phrases  # noqa: E402
+from cris_edge import phrases  # noqa: E402
+from cris_edge.zeroshot import clip_loading  # noqa: E402
 from cris_edge.zeroshot.method import tight_boxes  # noqa: E402
 
 KINDS = ("resnet", "vit")

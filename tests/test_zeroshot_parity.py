@@ -96,7 +96,7 @@ def test_noun_phrase_rule_matches_the_official_extractor():
     spacy = pytest.importorskip("spacy", reason="spaCy (the [zeroshot] extra) is not installed")
     from spacy.tokens import Doc
 
-    from cris_edge.zeroshot.phrases import spacy_noun_phrase
+    from cris_edge.phrases import spacy_noun_phrase
 
     vocab = spacy.blank("en").vocab
     for row in json.loads((DATA / "noun_phrases.json").read_text()):

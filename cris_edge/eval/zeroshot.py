@@ -29,7 +29,7 @@ from ..data.synthetic import SyntheticReferDataset
 from ..data.synthetic_scene import COLOURS, draw_objects
 from ..runtime.proposals import PaletteSegments, as_masks, read_results
 from ..zeroshot.method import GlobalLocal, tight_boxes
-from ..zeroshot.phrases import parse_text
+from ..phrases import parse_text
 from .metrics import SegmentationScores
 
 #: Proposal sources besides a COCO results file.

@@ -36,7 +36,7 @@ Generator = Callable[[np.ndarray], np.ndarray]
 
 def _parse(text: str, method: ZeroShotMethod) -> tuple[str, str]:
     """``(sentence CLIP reads, noun phrase)`` of ``text``: the method's extractor."""
-    from ..zeroshot.phrases import parse_text  # torch-free (docs/design.md)
+    from ..phrases import parse_text
 
     parsed = parse_text(text, method.spacy_pipeline if method.noun_phrase == "spacy" else None)
     return parsed.sentence, parsed.noun_phrase

@@ -10,7 +10,7 @@ The model is an open_clip ``CLIP`` in OpenAI's layout (`ARCHITECTURE`: a Modifie
 
 Each step draws ``scenes_per_step`` new training scenes (seeds from 0; evaluation uses seeds
 from `HELD_OUT_SEED_OFFSET`) and every referent in them, with one of its expressions picked at
-random and that expression's noun phrase (`cris_edge.zeroshot.phrases`, the rule-based
+random and that expression's noun phrase (`cris_edge.phrases`, the rule-based
 extractor). The image side is exactly what `GlobalLocal` feeds CLIP: each referent's *local*
 crop (`GlobalLocal.crops` on its tight box) and each scene's *global* view (`GlobalLocal.global_input`),
 through one trunk pass (so that batch normalisation sees crops and scenes together, as the
@@ -49,7 +49,7 @@ from ..data.synthetic import HELD_OUT_SEED_OFFSET, make_scene
 from ..model._torchvision_compat import import_open_clip
 from ..paths import atomic_output
 from ..zeroshot.method import GlobalLocal, _grid_masks, tight_boxes
-from ..zeroshot.phrases import parse_text
+from ..phrases import parse_text
 from .demo_model import ASSETS, sha256, untrained_rows, write_deflated
 
 log = logging.getLogger(__name__)

@@ -5,20 +5,14 @@
     result = method.run(frame_bgr, "the man in the red shirt", masks)   # bool [N, H, W] proposals
     result.index, result.mask, result.scores
 
-The names load lazily: the torch-free modules (`phrases`, the proposal formats) are imported by
-the runtime of a zero-shot bundle, which never imports torch (docs/design.md).
+This package is model code (torch). What a zero-shot bundle's torch-free runtime shares with it
+lives in the core: noun phrases (`cris_edge.phrases`) and proposal formats
+(`cris_edge.runtime.proposals`, `cris_edge.runtime.rle`).
 """
 
-import importlib
+from ..phrases import DEFAULT_PIPELINE, ParsedText, noun_phrase, parse_text
+from .clip_loading import ClipUnavailableError, load_clip
+from .method import GlobalLocal, ZeroShotResult
 
-_NAMES = {"ClipUnavailableError": "clip_loading", "load_clip": "clip_loading", "GlobalLocal": "method",
-          "ZeroShotResult": "method", "DEFAULT_PIPELINE": "phrases", "ParsedText": "phrases",
-          "noun_phrase": "phrases", "parse_text": "phrases"}
-
-__all__ = sorted(_NAMES)
-
-
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+__all__ = ["ClipUnavailableError", "DEFAULT_PIPELINE", "GlobalLocal", "ParsedText", "ZeroShotResult", "load_clip",
+           "noun_phrase", "parse_text"]

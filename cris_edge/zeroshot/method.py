@@ -25,7 +25,7 @@ from ..constants import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.preprocess import to_rgb
 from ..runtime.proposals import as_masks
 from ..tokenizer import get_tokenizer
-from .phrases import DEFAULT_PIPELINE, parse_text
+from ..phrases import DEFAULT_PIPELINE, parse_text
 
 #: How many of the last ViT blocks see the masked patch tokens (the official code masks before
 #: blocks 9, 10 and 11 of ViT-B/32).

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
 from ..paths import atomic_output, check_not_input, check_writable, remove_stale_temporaries
+from ..runtime.backends import BACKENDS
 from .common import UsageError, run_command
 from ..extras import missing_extra
 
@@ -35,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "architecture (word_len, input_size, num_head)")
     model.add_argument("--engine", help="a deployed model instead: bundle directory, .engine or .onnx, run "
                                         "through cris_edge.Segmenter exactly as deployed")
-    model.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
+    model.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="with --engine: the runtime backend (default: the best available)")
-    model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    model.add_argument("--device", help="cpu, cuda or cuda:N, or with --engine openvino:NAME (an "
+                       "OpenVINO device; default: cuda when available)")
     data = parser.add_argument_group("data (defaults from the checkpoint's config, or the bundle's model card)")
     data.add_argument("--dataset", choices=DATASETS, help="refer-format dataset, or synthetic scenes (with --engine: "
                                                           "default the dataset its model card records; required "

@@ -2,7 +2,7 @@
 
 * :mod:`.segmenter`: `Segmenter`, the user API (``run``, ``run_batch``), and :mod:`.result`;
 * :mod:`.selection`: which backend runs the files given; :mod:`.backends`: TensorRT, ONNX
-  Runtime, PyTorch;
+  Runtime, OpenVINO, PyTorch;
 * :mod:`.inputs`: validation of frames and prompts; :mod:`.text_cache`: the prompt LRU cache;
   :mod:`.device`: the ``device`` argument;
 * :mod:`.preprocess` / :mod:`.postprocess`: the official transforms in numpy + OpenCV (part of

@@ -24,8 +24,8 @@ Rows: PyTorch eager FP32 (the baseline, always measured when the checkpoint is k
 ratio is against it, from the same run), PyTorch FP16 and CUDA graphs (CUDA only), ONNX Runtime,
 OpenVINO (CPU) and TensorRT in FP32 / FP16 / INT8. Without ``--engine`` the bundles are exported
 from the checkpoint into the cache (``$CRIS_EDGE_CACHE/bundles``) by the real export pipeline,
-once; INT8 is placed for the runtime that runs it (OpenVINO: the TensorRT placement, which it
-runs as integer kernels), or as ``--int8-placements`` lists (one row per placement). ``--config
+once; INT8 is placed for the runtime that runs it (OpenVINO and ONNX Runtime: the CPU placement,
+which keeps their accuracy, docs/int8.md), or as ``--int8-placements`` lists (one row per placement). ``--config
 NAME`` without ``--checkpoint`` measures that architecture with random weights (speed does not
 depend on them; `cris_edge.export.cached.random_checkpoint`). Combinations that cannot run here
 are skipped with the reason (printed and recorded). Each row runs in its own process, so its
@@ -64,7 +64,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 PLACEMENTS = ("tensorrt", "onnxruntime")
 #: INT8 Q/DQ placement of the bundles this script exports, per runtime, unless --int8-placements
 #: says (see cris_edge.export.int8).
-INT8_PLACEMENT = {"onnxruntime": "onnxruntime", "openvino": "tensorrt", "tensorrt": "tensorrt"}
+INT8_PLACEMENT = {"onnxruntime": "onnxruntime", "openvino": "onnxruntime", "tensorrt": "tensorrt"}
 WORKER = Path(__file__).resolve().parent / "latency_worker.py"
 
 

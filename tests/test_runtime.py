@@ -128,15 +128,7 @@ def test_masks_agree_with_the_pytorch_model(backend, bundles, checkpoint, refere
             assert mask_iou(result.mask, mask) >= 0.99, (backend, i, result.text)
 
 
-#: OpenVINO runs the INT8 Q/DQ graph as integer kernels and, on the same file, drifts further from
-#: FP32 than ONNX Runtime does (max probability difference about 0.10 here): issue 19, item 2, the
-#: Q/DQ graph that keeps INT8 accuracy on every runtime. Not strict: it passes once that lands.
-OPENVINO_INT8_DRIFT = pytest.mark.xfail(reason="issue 19 item 2: OpenVINO INT8 drifts beyond 0.05 from FP32 on "
-                                               "today's Q/DQ graph", strict=False)
-
-
-@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=[needs_openvino,
-                                                                                    OPENVINO_INT8_DRIFT])])
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
 def test_int8_bundle_stays_close_to_fp32(backend, bundles, ort):
     int8 = Segmenter(bundles["int8"], backend=backend)
     assert int8.precision == "int8" and int8.backend.startswith(backend)

@@ -2,12 +2,13 @@
 CPU placement, `--int8-placement onnxruntime`) and scored on held-out synthetic scenes through
 `cris_edge.export.accuracy` (the cris-eval protocol) on each CPU runtime that is installed.
 
-Tolerances come from docs/int8.md: on 100 held-out scenes (about 1100 sentences) this bundle's
-mask IoU against FP32 is 0.99 on ONNX Runtime and OpenVINO, and its mIoU is within 0.3 points of
-FP32; the bundle of the old defaults (dynamic MatMuls quantized) measured 0.92 and 0.89. On the
-20 scenes here (about 200 sentences) the standard error of a paired mIoU difference is about 0.2
-points, so the test asks for a mask IoU of at least 0.97 and an mIoU within 1 point of FP32:
-wide enough for sampling noise, narrow enough that the old defaults fail."""
+Tolerances come from docs/int8.md: on 100 held-out scenes (1103 sentences) this bundle's mask
+IoU against FP32 is 0.992 (standard error 0.0004) on ONNX Runtime and OpenVINO, and its mIoU is
+FP32's +0.03 points (paired standard error 0.03); the old defaults' bundles measured a mask IoU
+of 0.92 (ONNX Runtime) and 0.89 (OpenVINO), 1.5 and 4.8 points under FP32 (30 scenes). On the 20 scenes here
+(207 sentences) the paired standard error grows to about 0.07 points, so the issue's goals (mIoU
+within 0.5 points of FP32) and a mask IoU of at least 0.97 leave several standard errors of room
+and still fail the old defaults."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def demo_bundles(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_int8_demo_bundle_stays_within_a_point_of_fp32(demo_bundles, backend):
+def test_int8_demo_bundle_stays_within_half_a_point_of_fp32(demo_bundles, backend):
     if backend not in BACKENDS:
         pytest.skip(f"this checkout has no {backend} backend")
     if backend == "openvino":
@@ -45,4 +46,4 @@ def test_int8_demo_bundle_stays_within_a_point_of_fp32(demo_bundles, backend):
     fp32, int8 = evaluate(list(demo_bundles), SCENES, backend=backend)
     assert int8.precision == "int8" and fp32.iou_vs_reference == 1.0
     assert int8.iou_vs_reference >= 0.97
-    assert abs(int8.miou - fp32.miou) <= 1.0
+    assert abs(int8.miou - fp32.miou) <= 0.5

@@ -3,7 +3,7 @@ sizes, tables and output files (bundles are exported once into the cache by
 `cris_edge.export.cached`).
 
 Memory figures are MiB (2**20 bytes); times are milliseconds unless a name says otherwise.
-Nothing here imports torch, onnxruntime or TensorRT.
+Nothing here imports torch, onnxruntime, OpenVINO or TensorRT.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 MIB = float(1 << 20)
 #: Packages whose versions every result records (absent ones are recorded as None).
-PACKAGES = ("cris-edge", "numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "torch",
+PACKAGES = ("cris-edge", "numpy", "opencv-python-headless", "onnxruntime", "onnxruntime-gpu", "openvino", "torch",
             "tensorrt", "cuda-python")
 
 

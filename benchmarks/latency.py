@@ -4,6 +4,8 @@
     python benchmarks/latency.py --backends onnxruntime --precisions fp32,int8 --warmup 10 --iters 50
     python benchmarks/latency.py --engine bundles/r50_fp16 --engine bundles/r50_int8 \\
         --checkpoint exp/best.pth --config cris_r50_refcoco --json r50.json --markdown r50.md --plot r50.png
+    python benchmarks/latency.py --config cris_r50_refcoco --backends torch,onnxruntime,openvino \\
+        --int8-placements tensorrt,onnxruntime --rounds 4 --json r50.json   # random RN50 weights
 
 Protocol (the official CRIS one): batch 1, a 416 x 416 model input, 17 text tokens (the model's
 word_len), 100 warm-up and 400 timed iterations per row. An iteration is one `Segmenter.run`
@@ -19,12 +21,20 @@ not depend on the input size (the attention pool's positions are resized), so th
 input size is kept and its FLOPs are those of a 416 input. ``--input-size`` changes it.
 
 Rows: PyTorch eager FP32 (the baseline, always measured when the checkpoint is known: every
-ratio is against it, from the same run), PyTorch FP16 and CUDA graphs (CUDA only), ONNX Runtime
-and TensorRT in FP32 / FP16 / INT8. Without ``--engine`` the bundles are exported from the
-checkpoint into the cache (``$CRIS_EDGE_CACHE/bundles``) by the real export pipeline, once;
-INT8 is placed for the runtime that runs it. Combinations that cannot run here are skipped
-with the reason (printed and recorded). Each row runs in its own process, so its peak
-resident memory is its own (an ONNX Runtime or TensorRT row never imports torch).
+ratio is against it, from the same run), PyTorch FP16 and CUDA graphs (CUDA only), ONNX Runtime,
+OpenVINO (CPU) and TensorRT in FP32 / FP16 / INT8. Without ``--engine`` the bundles are exported
+from the checkpoint into the cache (``$CRIS_EDGE_CACHE/bundles``) by the real export pipeline,
+once; INT8 is placed for the runtime that runs it (OpenVINO and ONNX Runtime: the CPU placement,
+which keeps their accuracy, docs/int8.md), or as ``--int8-placements`` lists (one row per placement). ``--config
+NAME`` without ``--checkpoint`` measures that architecture with random weights (speed does not
+depend on them; `cris_edge.export.cached.random_checkpoint`). Combinations that cannot run here
+are skipped with the reason (printed and recorded). Each row runs in its own process, so its
+peak resident memory is its own (an ONNX Runtime, OpenVINO or TensorRT row never imports torch).
+
+On a shared machine, ``--rounds N`` alternates the rows: each row is measured in N rounds of
+``iters / N`` timed iterations (each after ``warmup / N`` warm-up ones, in a fresh process),
+round-robin over the rows, and its figures are those of all its rounds together; the load
+average is recorded around every row's rounds.
 
 Exit status: 0, 1 when a row failed, 2 for bad arguments.
 """
@@ -36,7 +46,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -44,13 +54,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (benchmarks/ is not a package)
 from latency_report import BASELINE, add_ratios, markdown, plot  # noqa: E402
-from latency_worker import PROTOCOL, RowSpec, Settings  # noqa: E402
+from latency_worker import PROTOCOL, RowSpec, Settings, summarize  # noqa: E402
 
 BACKENDS = {"torch": "pytorch", "pytorch": "pytorch", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
-            "tensorrt": "tensorrt", "trt": "tensorrt"}
+            "openvino": "openvino", "ov": "openvino", "tensorrt": "tensorrt", "trt": "tensorrt"}
+#: The bundle runtimes, in table order.
+BUNDLE_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-#: INT8 Q/DQ placement of the bundles this script exports, per runtime (see cris_edge.export.int8).
-INT8_PLACEMENT = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt"}
+PLACEMENTS = ("tensorrt", "onnxruntime")
+#: INT8 Q/DQ placement of the bundles this script exports, per runtime, unless --int8-placements
+#: says (see cris_edge.export.int8).
+INT8_PLACEMENT = {"onnxruntime": "onnxruntime", "openvino": "onnxruntime", "tensorrt": "tensorrt"}
 WORKER = Path(__file__).resolve().parent / "latency_worker.py"
 
 
@@ -67,10 +81,15 @@ def _parser() -> argparse.ArgumentParser:
                         "checkpoint into the cache")
     p.add_argument("--checkpoint", type=Path, help="CRIS checkpoint (default: the shipped demo model; with --engine, "
                    "the demo model when the bundle was exported from it)")
-    p.add_argument("--config", help="CRIS config name or file for the checkpoint (default: its own)")
-    p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
-                   help="comma-separated: torch, onnxruntime, tensorrt (default: all)")
+    p.add_argument("--config", help="CRIS config name or file for the checkpoint (default: its own); without "
+                   "--checkpoint and --engine: that architecture with random weights (seed 0)")
+    p.add_argument("--backends", default="torch,onnxruntime,openvino,tensorrt",
+                   help="comma-separated: torch, onnxruntime, openvino, tensorrt (default: all)")
     p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated: fp32, fp16, int8 (default: all)")
+    p.add_argument("--int8-placements", help="comma-separated INT8 Q/DQ placements, one INT8 row per placement and "
+                   "runtime: tensorrt, onnxruntime (default: each runtime's own; TensorRT runs only its own)")
+    p.add_argument("--rounds", type=int, default=1, help="measure the rows alternately in this many rounds "
+                   "(default 1: one row after the other)")
     p.add_argument("--warmup", type=int, default=PROTOCOL["warmup"], help="warm-up iterations per row (default 100)")
     p.add_argument("--iters", type=int, default=PROTOCOL["iters"], help="timed iterations per row (default 400)")
     p.add_argument("--input-size", type=int, help="model input side S (default 416, the protocol's; a bundle's own "
@@ -106,11 +125,13 @@ def _check_counts(args) -> None:
         raise UsageError(f"--input-size must be a multiple of 32 (the backbone's stride), got {args.input_size}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if not 1 <= args.rounds <= args.iters:
+        raise UsageError(f"--rounds must be between 1 and --iters ({args.iters}), got {args.rounds}")
 
 
-def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, object]]:
-    """``--engine`` bundles (path, `Bundle`) by precision; UsageError for a missing or damaged
-    one, or two of one precision."""
+def _read_bundles(paths: Sequence[Path]) -> dict[tuple, tuple[Path, object]]:
+    """``--engine`` bundles (path, `Bundle`) by (precision, INT8 placement or None); UsageError for
+    a missing or damaged one, or two of one precision (and placement)."""
     from cris_edge import bundle as bundle_format
     from cris_edge.bundle import BundleError
 
@@ -124,9 +145,11 @@ def _read_bundles(paths: Sequence[Path]) -> dict[str, tuple[Path, object]]:
             config = bundle_format.read(path)
         except BundleError as err:
             raise UsageError(f"--engine {path}: {err}") from None
-        if config.precision in found:
-            raise UsageError(f"--engine: two {config.precision} bundles ({found[config.precision][0]}, {path})")
-        found[config.precision] = (path, config)
+        int8 = config.precision_details.int8
+        key = (config.precision, int8.placement if int8 else None)
+        if key in found:
+            raise UsageError(f"--engine: two {' '.join(k for k in key if k)} bundles ({found[key][0]}, {path})")
+        found[key] = (path, config)
     sizes = {c.input_size for _, c in found.values()}
     if len(sizes) > 1:
         raise UsageError(f"--engine bundles have different input sizes {sorted(sizes)}: the rows must share one")
@@ -143,6 +166,15 @@ def _checkpoint(args, bundles: dict) -> tuple[Optional[Path], Optional[str]]:
         if not args.checkpoint.is_file():
             raise UsageError(f"--checkpoint {args.checkpoint}: no such file")
         return args.checkpoint, None
+    if args.config is not None and not bundles:
+        if not _has_torch():
+            raise UsageError("--config without --checkpoint makes a random-weight model, which needs torch "
+                             "(pip install -c constraints.txt -e '.[export]')")
+        from cris_edge.export.cached import random_checkpoint
+        try:
+            return random_checkpoint(args.config), None
+        except (ValueError, OSError) as err:
+            raise UsageError(f"--config {args.config}: {err}") from None
     try:
         demo = demo_checkpoint()
     except FileNotFoundError as err:
@@ -226,25 +258,35 @@ def _torch_cuda(device) -> tuple[bool, str]:
     return (True, "") if torch.cuda.is_available() else (False, "torch.cuda.is_available() is False")
 
 
-def _bundle_rows(backend: str, precisions, bundles: dict) -> list[RowSpec]:
-    """ONNX Runtime or TensorRT rows, skipped where the runtime is absent; ``bundles`` (from
-    --engine, by precision) or, when empty, bundles to export (``bundle`` None)."""
+def _bundle_rows(backend: str, precisions, bundles: dict, placements: Optional[list]) -> list[RowSpec]:
+    """ONNX Runtime, OpenVINO or TensorRT rows, skipped where the runtime is absent; ``bundles``
+    (from --engine, by precision and placement: every INT8 bundle given is a row) or, when empty,
+    bundles to export (``bundle`` None; INT8 in each of ``placements``, default the runtime's own)."""
     import importlib.util
 
     rows = []
     for precision in precisions:
-        row = RowSpec(backend, precision, placement=INT8_PLACEMENT[backend] if precision == "int8" else None)
-        if backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-            row.skip = "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu)"
-        elif backend == "tensorrt" and not bundles:
-            from cris_edge.export.tensorrt_build import engine_unavailable_reason
-            row.skip = engine_unavailable_reason()
-        elif bundles and precision not in bundles:
-            row.skip = f"no {precision} bundle given (--engine; given: {', '.join(sorted(bundles))})"
+        if precision != "int8":
+            keys = [(precision, None)]
         elif bundles:
-            row.bundle = str(bundles[precision][0])
-            row.skip = _tensorrt_problem(*bundles[precision]) if backend == "tensorrt" else None
-        rows.append(row)
+            keys = sorted(k for k in bundles if k[0] == "int8") or [("int8", None)]
+        else:
+            own = INT8_PLACEMENT[backend]
+            keys = [("int8", p) for p in ([own] if backend == "tensorrt" or not placements else placements)]
+        for key in keys:
+            row = RowSpec(backend, precision, placement=key[1])
+            if backend in ("onnxruntime", "openvino") and importlib.util.find_spec(backend) is None:
+                row.skip = f"{backend} is not installed (pip install -c constraints.txt '.[{backend}]')"
+            elif backend == "tensorrt" and not bundles:
+                from cris_edge.export.tensorrt_build import engine_unavailable_reason
+                row.skip = engine_unavailable_reason()
+            elif bundles and key not in bundles:
+                given = ", ".join(sorted({p for p, _ in bundles}))
+                row.skip = f"no {precision} bundle given (--engine; given: {given})"
+            elif bundles:
+                row.bundle = str(bundles[key][0])
+                row.skip = _tensorrt_problem(*bundles[key]) if backend == "tensorrt" else None
+            rows.append(row)
     return rows
 
 
@@ -261,14 +303,15 @@ def _tensorrt_problem(path: Path, config) -> Optional[str]:
     return None
 
 
-def plan_rows(backends, precisions, bundles: dict, checkpoint, why_not, config: dict, device) -> list[RowSpec]:
+def plan_rows(backends, precisions, bundles: dict, checkpoint, why_not, config: dict, device,
+              placements: Optional[list] = None) -> list[RowSpec]:
     """Every row of the run in table order; the baseline (PyTorch eager FP32) is always first."""
     torch_precisions = list(dict.fromkeys(["fp32", *precisions])) if "pytorch" in backends else ["fp32"]
     rows = [r for r in _torch_rows(torch_precisions, checkpoint, config, why_not, device)
             if r.key == BASELINE or "pytorch" in backends and r.precision in precisions]
-    for backend in ("onnxruntime", "tensorrt"):
+    for backend in BUNDLE_BACKENDS:
         if backend in backends:
-            rows += _bundle_rows(backend, precisions, bundles)
+            rows += _bundle_rows(backend, precisions, bundles, placements)
     return rows
 
 
@@ -284,8 +327,9 @@ def export_missing(rows: list[RowSpec], checkpoint: Path, model_config, input_si
 
 
 def run_row(row: RowSpec, settings: Settings) -> dict:
-    """Measure ``row`` in a fresh Python process (`latency_worker`); its result dict, or a failed
-    row whose ``error`` points at the worker's traceback (printed above, on stderr)."""
+    """Measure ``row`` in a fresh Python process (`latency_worker`); its result dict (raw
+    timings), or a failed row whose ``error`` points at the worker's traceback (printed above,
+    on stderr)."""
     spec = json.dumps({"row": asdict(row), "settings": asdict(settings)})
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     proc = subprocess.run([sys.executable, str(WORKER), spec], env=env,
@@ -294,6 +338,23 @@ def run_row(row: RowSpec, settings: Settings) -> dict:
     if proc.returncode != 0 or not lines:
         return {"status": "failed", "error": f"worker exited with status {proc.returncode} (its error is above)"}
     return json.loads(lines[-1])
+
+
+def merge_rounds(rounds: list[dict]) -> dict:
+    """One row's figures from its rounds' worker results: timings of every round together
+    (`latency_worker.summarize`), the highest peak memory, the first round's memory before."""
+    import numpy as np
+
+    first = rounds[0]
+    raw = {loop: {k: np.concatenate([np.asarray(r["raw"][loop][k]) for r in rounds]) for k in first["raw"][loop]}
+           for loop in first["raw"]}
+    peaks = [r["memory"]["peak_rss_mib"] for r in rounds if r["memory"]["peak_rss_mib"] is not None]
+    devices = [r["memory"]["device_mib"] for r in rounds if r["memory"]["device_mib"] is not None]
+    memory = {**first["memory"], "peak_rss_mib": max(peaks) if peaks else None,
+              "device_mib": max(devices) if devices else None}
+    return {"status": "ok", "runs_on": first["runs_on"], "input_size": first["input_size"],
+            "word_len": first["word_len"], **summarize(raw["per_frame"]), "cached_text": summarize(raw["cached"]),
+            "rounds": len(rounds), "memory": memory, "sizes": first["sizes"]}
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -309,11 +370,14 @@ def prepare(args) -> tuple[list[RowSpec], Settings, dict]:
     cfg = _model_config(args, checkpoint, bundles)
     settings = _settings(args, bundles, cfg.input_size, cfg.word_len)
     model = cfg.replace(input_size=settings.input_size)
-    rows = plan_rows(backends, precisions, bundles, checkpoint, why_not, model.to_dict(), args.device)
+    placements = _names(args.int8_placements, PLACEMENTS, "int8-placements") if args.int8_placements else None
+    rows = plan_rows(backends, precisions, bundles, checkpoint, why_not, model.to_dict(), args.device, placements)
     if not bundles:
         export_missing(rows, checkpoint, cfg, settings.input_size)
-    return rows, settings, {"config": cfg.to_dict().get("name"), "native_input_size": cfg.input_size,
-                            "word_len": cfg.word_len, "checkpoint": str(checkpoint) if checkpoint else None}
+    random = args.checkpoint is None and args.config is not None and not bundles
+    return rows, settings, {"config": cfg.extra.get("name"), "native_input_size": cfg.input_size,
+                            "word_len": cfg.word_len, "checkpoint": str(checkpoint) if checkpoint else None,
+                            "weights": "random (seed 0)" if random else "the checkpoint's"}
 
 
 #: p90/p50 above this says the timings were disturbed (another process, throttling).
@@ -338,30 +402,49 @@ def busy_warnings(row: dict, cores: Optional[int]) -> list[str]:
     return warnings
 
 
-def measure(rows: list[RowSpec], settings: Settings) -> tuple[list[dict], list[dict], list[dict]]:
-    """(measured, skipped, failed rows), printing each skip's reason and each row's progress."""
-    measured, skipped, failed = [], [], []
-    runnable = [r for r in rows if r.skip is None]
+def measure(rows: list[RowSpec], settings: Settings, rounds: int = 1) -> tuple[list[dict], list[dict], list[dict]]:
+    """(measured, skipped, failed rows), printing each skip's reason and each row's progress. With
+    ``rounds`` > 1 the runnable rows are measured round-robin, ``iters / rounds`` timed
+    iterations (after ``warmup / rounds`` warm-up ones) per row and round."""
+    skipped, runnable = [], []
     for row in rows:
-        head = {"backend": row.backend, "variant": row.variant, "precision": row.precision}
         if row.skip:
             common.progress(f"skipping {row.label}: {row.skip}")
-            skipped.append({**head, "reason": row.skip})
-            continue
-        common.progress(f"[{len(measured) + len(failed) + 1}/{len(runnable)}] {row.label}: {settings.warmup} "
-                        f"warm-up + {settings.iters} timed iterations, twice (text per frame, text cached)")
-        load_start = common.load_average()
-        out = {**head, "bundle": row.bundle, **run_row(row, settings)}
-        out.update(load_average_start=load_start, load_average_end=common.load_average())
-        if out["status"] == "ok":
-            out["warnings"] = busy_warnings(out, os.cpu_count())
-            out["busy"] = bool(out["warnings"])
-            for warning in out["warnings"]:
-                common.progress(f"WARNING {row.label}: {warning}")
-            measured.append(out)
+            skipped.append({**_head(row), "reason": row.skip})
         else:
+            runnable.append(row)
+    share = replace(settings, warmup=-(-settings.warmup // rounds), iters=settings.iters // rounds)
+    results: dict[int, list[dict]] = {i: [] for i in range(len(runnable))}
+    loads: dict[int, list] = {i: [] for i in range(len(runnable))}
+    for r in range(rounds):
+        last = settings.iters - share.iters * (rounds - 1)  # the last round takes the remainder
+        this = share if r < rounds - 1 else replace(share, iters=last)
+        for i, row in enumerate(runnable):
+            if results[i] and results[i][-1]["status"] != "ok":
+                continue  # failed in an earlier round
+            round_note = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
+            common.progress(f"[{i + 1}/{len(runnable)}] {row.label}{round_note}: {this.warmup} warm-up + "
+                            f"{this.iters} timed iterations, twice (text per frame, text cached)")
+            loads[i].append(common.load_average())
+            results[i].append(run_row(row, this))
+            loads[i].append(common.load_average())
+    measured, failed = [], []
+    for i, row in enumerate(runnable):
+        out = {**_head(row), "bundle": row.bundle}
+        if results[i][-1]["status"] != "ok":
+            out.update(results[i][-1])
             common.progress(f"FAILED {row.label}: {out['error']}")
             failed.append(out)
+            continue
+        out.update(merge_rounds(results[i]))
+        seen = [x for x in loads[i] if x is not None]
+        out.update(load_average_start=loads[i][0], load_average_end=loads[i][-1],
+                   load_average_max=max(seen, key=lambda x: x[0]) if seen else None)
+        out["warnings"] = busy_warnings(out, os.cpu_count())
+        out["busy"] = bool(out["warnings"])
+        for warning in out["warnings"]:
+            common.progress(f"WARNING {row.label}: {warning}")
+        measured.append(out)
     return measured, skipped, failed
 
 
@@ -371,7 +454,7 @@ def _zeroshot(args) -> int:
 
     try:
         _check_counts(args)
-        backends = [b for b in _names(args.backends, BACKENDS, "backends") if b != "pytorch"]
+        backends = [b for b in _names(args.backends, BACKENDS, "backends") if b in ("onnxruntime", "tensorrt")]
         counts = [int(n) for n in args.proposals.split(",") if n.strip()]
         if not backends or not counts or min(counts) < 1:
             raise UsageError("--zeroshot needs onnxruntime or tensorrt in --backends and --proposals counts >= 1")
@@ -389,6 +472,10 @@ def _zeroshot(args) -> int:
     return 0 if result["rows"] else 1
 
 
+def _head(row: RowSpec) -> dict:
+    return {"backend": row.backend, "variant": row.variant, "precision": row.precision, "placement": row.placement}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.zeroshot:
@@ -401,12 +488,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     for note in (*settings.deviations, *settings.notes):
         common.progress(f"note: {note}")
-    measured, skipped, failed = measure(rows, settings)
+    measured, skipped, failed = measure(rows, settings, args.rounds)
     baseline = add_ratios(measured)
     result = {"machine": {**started, "load_average_end": common.load_average()}, "versions": common.versions(),
               "protocol": {**PROTOCOL, "input_size": settings.input_size, "word_len": model["word_len"],
                            "warmup": settings.warmup, "iters": settings.iters, "frame": list(settings.frame_hw),
-                           "threads": settings.threads, "device": settings.device,
+                           "threads": settings.threads, "device": settings.device, "rounds": args.rounds,
                            "p50_ms": "per-frame latency of Segmenter.run with the text encoded every iteration "
                                      "(official protocol); cached_text.p50_ms: with the text features cached",
                            "official": not settings.deviations, "deviations": settings.deviations},

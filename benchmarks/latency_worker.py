@@ -3,8 +3,9 @@ own, and an ONNX Runtime or TensorRT row never imports torch):
 
     python benchmarks/latency_worker.py '{"row": {...RowSpec...}, "settings": {...Settings...}}'
 
-prints the row's figures as one JSON line on stdout (progress goes to stderr). Times are
-milliseconds, memory MiB, sizes bytes.
+prints the row's raw timings (every iteration's milliseconds per stage, which `latency.py`
+summarises with `summarize`, over one or several rounds), memory and sizes as one JSON line on
+stdout (progress goes to stderr). Times are milliseconds, memory MiB, sizes bytes.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ FRAME_HW, FRAME_SEED = (480, 640), 0
 
 @dataclass
 class RowSpec:
-    """One row to measure: ``backend`` (pytorch, onnxruntime, tensorrt), ``variant`` (PyTorch:
-    eager or cuda-graph), ``precision``, and what it runs: ``bundle`` or ``checkpoint`` +
-    ``model_config`` (a CRIS config dict at the protocol's input size)."""
+    """One row to measure: ``backend`` (pytorch, onnxruntime, openvino, tensorrt), ``variant``
+    (PyTorch: eager or cuda-graph), ``precision`` (``placement``: of an INT8 bundle's Q/DQ), and
+    what it runs: ``bundle`` or ``checkpoint`` + ``model_config`` (a CRIS config dict at the
+    protocol's input size)."""
 
     backend: str
     precision: str
@@ -44,7 +46,8 @@ class RowSpec:
 
     @property
     def label(self) -> str:
-        return " ".join(p for p in (self.backend, self.variant, self.precision) if p)
+        placed = f"({self.placement} placement)" if self.placement else None
+        return " ".join(p for p in (self.backend, self.variant, self.precision, placed) if p)
 
     @property
     def key(self) -> tuple:
@@ -77,9 +80,10 @@ def worker(spec: dict) -> dict:
                           cache=False)
     cached = time_loop(segmenter, frame, text, max(1, settings.warmup // 10), settings.iters,
                        f"{row.label} (text cached)", cache=True)
+    raw = {loop: {k: v.tolist() for k, v in ms.items()} for loop, ms in (("per_frame", per_frame), ("cached", cached))}
     out = {"status": "ok", "runs_on": segmenter.backend, "input_size": segmenter.input_size,
-           "word_len": segmenter.word_len, **summarize(per_frame), "cached_text": summarize(cached),
-           "memory": memory(row, rss_before, device_before), "sizes": sizes(row)}
+           "word_len": segmenter.word_len, "raw": raw, "memory": memory(row, rss_before, device_before),
+           "sizes": sizes(row)}
     segmenter.close()
     return out
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402  (benchmarks/ is not a package)
 from cris_edge.demo.sources import SourceSpec, VideoSource  # noqa: E402
 from cris_edge.runtime.result import STAGES  # noqa: E402
+from cris_edge.runtime.backends import BACKENDS  # noqa: E402
 
 #: Prompts added to the video's own expression for runs with several prompts (all distinct).
 EXTRA_PROMPTS = ("the blue square", "the green triangle", "the yellow star", "the purple ring", "the white hexagon",
@@ -50,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", type=Path, help="bundle directory, .engine, .onnx or checkpoint (default: the shipped "
                    "demo model's cached ONNX bundle)")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"))
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--device", help="cpu, cuda, cuda:N or openvino:NAME (an OpenVINO device, e.g. "
+                   "openvino:GPU; default: the backend's choice)")
     p.add_argument("--video", type=Path, help="video file (default: the demo's synthetic scene video)")
     p.add_argument("--prompts", default="1,2,4", help="comma-separated prompt counts (default 1,2,4)")
     p.add_argument("--frames", type=int, help=f"frames per run (default {FPS_FRAMES}; --soak: {SOAK_FRAMES})")

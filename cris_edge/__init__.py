@@ -4,7 +4,7 @@
     result = Segmenter("bundles/demo_fp32").run(frame_bgr, "the red circle")
 
 Importing this package never imports torch: the tokenizer, the pre/post-processing and the
-deployment runtimes (TensorRT, ONNX Runtime) work without it. The PyTorch model lives in
+deployment runtimes (TensorRT, ONNX Runtime, OpenVINO) work without it. The PyTorch model lives in
 :mod:`cris_edge.model`. `Segmenter` is imported on first use.
 """
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 #: The packages each extra brings that the commands import.
 EXTRAS = {"torch": ("torch", "open_clip"), "export": ("torch", "open_clip", "onnx", "onnxruntime", "onnxscript"),
           "train": ("torch", "open_clip", "lmdb", "pycocotools"), "onnxruntime": ("onnxruntime",),
-          "web": ("aiohttp",), "serve": ("tritonclient",)}
+          "web": ("aiohttp",), "serve": ("tritonclient",), "openvino": ("openvino",)}
 
 
 def missing_extra(extra: str, what: str, modules: Optional[Sequence[str]] = None) -> Optional[str]:

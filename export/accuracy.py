@@ -2,7 +2,7 @@
 
     python -m cris_edge.export.accuracy --bundle bundles/demo_fp32 bundles/demo_fp16 bundles/demo_int8
 
-Each bundle runs in `Segmenter` (ONNX Runtime, CPU) and is scored as ``cris-eval --engine``
+Each bundle runs in `Segmenter` (``--backend``, default ONNX Runtime; CPU) and is scored as ``cris-eval --engine``
 scores it: every sentence of every scene, the official protocol (`cris_edge.eval`). Reported per
 bundle: mIoU against the ground truth (%), mean mask IoU against the first bundle (the
 reference, normally FP32), and the mean milliseconds of each stage. Torch is not needed.
@@ -31,6 +31,7 @@ from cris_edge.bundle import BundleError, graph_path
 from cris_edge.data.sources import open_records
 from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET
 from cris_edge.eval.metrics import SegmentationScores
+from cris_edge.runtime.backends.base import BackendUnavailableError
 from cris_edge.runtime.backends.onnxruntime import session
 from cris_edge.runtime.postprocess import mask_iou
 from cris_edge.runtime.result import STAGES
@@ -50,15 +51,16 @@ class BundleScore:
 
 
 def evaluate(bundles: Sequence[Path], samples: int, seed_offset: int = HELD_OUT_SEED_OFFSET,
-             threads: int | None = None) -> list[BundleScore]:
+             threads: int | None = None, backend: str = "onnxruntime") -> list[BundleScore]:
     """Score each bundle on scenes ``seed_offset .. seed_offset + samples - 1`` (`score`)."""
-    return score(bundles, open_records("synthetic", seed_offset=seed_offset, num_samples=samples), threads)
+    return score(bundles, open_records("synthetic", seed_offset=seed_offset, num_samples=samples), threads, backend)
 
 
-def score(bundles: Sequence[Path], records: Sequence, threads: int | None = None) -> list[BundleScore]:
-    """Score each bundle on ``records`` (image, mask, sentences; every sentence); the first
-    bundle is the reference of ``iou_vs_reference``."""
-    segmenters = [Segmenter(b, "onnxruntime", "cpu", threads=threads, text_cache_size=0) for b in bundles]
+def score(bundles: Sequence[Path], records: Sequence, threads: int | None = None,
+          backend: str = "onnxruntime") -> list[BundleScore]:
+    """Score each bundle on ``records`` (image, mask, sentences; every sentence) with ``backend``
+    on the CPU; the first bundle is the reference of ``iou_vs_reference``."""
+    segmenters = [Segmenter(b, backend, "cpu", threads=threads, text_cache_size=0) for b in bundles]
     try:
         warmup = records[0]
         for seg in segmenters:  # first runs allocate and pick kernels: keep them out of the timings
@@ -110,15 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cris_edge.export.accuracy", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=Path, nargs="+", required=True, help="bundles; the first is the reference")
     p.add_argument("--samples", type=int, default=200, help="held-out synthetic scenes")
+    p.add_argument("--seed", type=int, default=HELD_OUT_SEED_OFFSET,
+                   help=f"first scene's seed (default {HELD_OUT_SEED_OFFSET}; keep it >= that: held out)")
+    p.add_argument("--backend", default="onnxruntime", help="runtime backend on the CPU (default: onnxruntime)")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: physical cores)")
     args = p.parse_args(argv)
     try:
-        scores = evaluate(args.bundle, args.samples, threads=args.threads)
-    except (BundleError, ValueError) as err:
+        scores = evaluate(args.bundle, args.samples, args.seed, args.threads, args.backend)
+    except (BundleError, ValueError, BackendUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{args.samples} held-out synthetic scenes (seeds {HELD_OUT_SEED_OFFSET}+, every sentence), "
-          "ONNX Runtime CPU")
+    print(f"{args.samples} held-out synthetic scenes (seeds {args.seed}+, every sentence), {args.backend} CPU")
     print(f"{'bundle':<40} {'prec':<5} {'mIoU %':>7} {'IoU vs ref':>10}  ms per scene {'/'.join(STAGES)}")
     for s in scores:
         ms = "/".join(f"{s.ms_per_stage.get(n, 0):.1f}" for n in STAGES)

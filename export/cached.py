@@ -6,6 +6,8 @@ exported again, atomically, through `export_bundle`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -65,3 +67,28 @@ def cached_bundle(checkpoint: Path, precision: str = "fp32", model_config=None, 
                                 build_engines=engines, progress=progress, cache_dir=cache,
                                 **({"int8_placement": placement} if placement else {})))
     return bundle
+
+
+def random_checkpoint(config, seed: int = 0, cache: Optional[Path] = None) -> Path:
+    """A checkpoint of the CRIS architecture ``config`` (a name, path, dict or `CRISConfig`) with
+    random weights (seed ``seed``), saved once as ``<cache>/random/<name>-<architecture hash>-seed<seed>.pth``
+    and reused:
+    what speed measurements of a model size need (speed does not depend on the weights). The
+    weights are drawn under a forked RNG: the process's torch random state is left as it was."""
+    import torch
+
+    from cris_edge.model import build_cris, save_checkpoint
+    from cris_edge.model.config import resolve_config
+
+    resolved = resolve_config(config)
+    described = resolved.to_dict()
+    architecture = hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
+    name = resolved.extra.get("name") or "cris"
+    path = Path(cache or cache_dir()) / "random" / f"{name}-{architecture}-seed{seed}.pth"
+    if path.is_file():
+        return path
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_cris(resolved).eval()
+    log.info("saving a random-weight %s (seed %d) to %s", name, seed, path)
+    return save_checkpoint(path, model, described, random_seed=seed)

@@ -1,16 +1,23 @@
 """INT8 baked into an ONNX graph as explicit QuantizeLinear/DequantizeLinear pairs (ONNX Runtime's
-``quantize_static``, QDQ format, symmetric int8 activations and weights, zero points 0).
+``quantize_static``, QDQ format, int8 weights symmetric per output channel).
 
-Where the Q/DQ pairs go depends on who runs the graph (`PLACEMENTS`):
+Only the inputs of Conv, Gemm and MatMul with a constant weight are quantized; a MatMul of two
+activations (attention's query x key and probabilities x value, the projector's dynamic kernel)
+stays float (`dynamic_matmuls`): quantizing the softmax output alone costs 7 points of mask IoU
+against FP32 on the demo model. ``MatMulConstBOnly`` would say the same, but ONNX Runtime's QDQ
+quantizer ignores it. Outputs get no Q/DQ pair and biases stay float. Where the pairs go and
+their types depend on who runs the graph (`PLACEMENTS`):
 
-* ``tensorrt``: only the inputs of Conv, MatMul (with a constant weight) and Gemm, weights per
-  output channel, no Q/DQ on outputs and float biases. That is the placement TensorRT's
-  strongly typed builder fuses into INT8 kernels (its DequantizeLinear takes no int32 bias,
-  and a Q/DQ pair on each output only adds re-quantisation); the other layers stay FP32.
-* ``onnxruntime``: Q/DQ on the inputs and outputs of the same ops with per-tensor weights and
-  int32 biases, which ONNX Runtime's CPU provider fuses into QLinearConv/QLinearMatMul kernels.
-  (Its default of quantizing every op it has an integer kernel for, Add included, puts a Q/DQ
-  pair on the -inf attention masks and destroys the masks: IoU 0.17 against FP32.)
+* ``tensorrt``: symmetric int8 activations, zero points 0: TensorRT's explicit quantization
+  (no asymmetric activations); its strongly typed builder fuses each pair into INT8 kernels.
+* ``onnxruntime`` (CPU runtimes: ONNX Runtime, OpenVINO): asymmetric uint8 activations. OpenVINO
+  runs the symmetric int8 pairs of the ``tensorrt`` placement with a large loss in the head's
+  neck convolutions (mask IoU against FP32 0.93 where ONNX Runtime gets 0.99 from the same
+  file); with uint8 activations both get 0.99.
+
+Measured numbers and the sensitivity sweep behind these choices: docs/int8.md. (ONNX Runtime's
+default of quantizing every op it has an integer kernel for, Add included, puts a Q/DQ pair on
+the -inf attention masks and destroys the masks: IoU 0.17 against FP32.)
 
 The ranges come from the calibration feeds; they are cached as JSON (ONNX Runtime's calibration
 cache) under a key of the FP32 graph's bytes, the calibration data and the placement, so a
@@ -34,24 +41,24 @@ from cris_edge.paths import atomic_output
 
 from .quiet import ROOT, quiet_loggers
 
-_COMMON = {"ActivationSymmetric": True, "WeightSymmetric": True}
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+_COMMON = {"WeightSymmetric": True, "QuantizeBias": False, "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)}
+#: Per placement: the activations' type and whether their ranges are symmetric about 0.
 PLACEMENTS = {
-    "tensorrt": {
-        "op_types_to_quantize": ["Conv", "MatMul", "Gemm"],
-        "per_channel": True,
-        "extra_options": {**_COMMON, "MatMulConstBOnly": True, "QuantizeBias": False,
-                          "OpTypesToExcludeOutputQuantization": ["Conv", "MatMul", "Gemm"]},
-    },
-    "onnxruntime": {
-        "op_types_to_quantize": ["Conv", "MatMul", "Gemm"],
-        "per_channel": False,
-        "extra_options": {**_COMMON, "MatMulConstBOnly": True},
-    },
+    "tensorrt": {"activation_type": QuantType.QInt8, "extra_options": {**_COMMON, "ActivationSymmetric": True}},
+    "onnxruntime": {"activation_type": QuantType.QUInt8, "extra_options": {**_COMMON, "ActivationSymmetric": False}},
 }
 #: Graphs quantized in an INT8 bundle. ``text`` runs once per distinct prompt and its features
 #: are cached, so INT8 would cost accuracy for no measurable speed: it stays FP32.
 INT8_GRAPHS = ("visual", "head")
 CALIBRATION_METHOD = CalibrationMethod.MinMax
+
+
+def dynamic_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes whose second input is not an initializer (both operands computed
+    at run time): they stay float."""
+    weights = {init.name for init in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] not in weights]
 
 
 class _Feeds(CalibrationDataReader):
@@ -95,10 +102,10 @@ def quantize_int8(model: onnx.ModelProto, feeds: Optional[Iterable[Mapping[str, 
         with quiet_loggers(ROOT):  # ONNX Runtime's advice on pre-processing, a WARNING on the root logger
             quantize_static(
                 str(source), str(target), _Feeds(feeds) if feeds is not None else None,
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CALIBRATION_METHOD, calibration_cache_path=ranges,
-                op_types_to_quantize=options["op_types_to_quantize"], per_channel=options["per_channel"],
-                extra_options=dict(options["extra_options"]))
+                quant_format=QuantFormat.QDQ, activation_type=options["activation_type"],
+                weight_type=QuantType.QInt8, calibrate_method=CALIBRATION_METHOD, calibration_cache_path=ranges,
+                op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
+                nodes_to_exclude=dynamic_matmuls(model), extra_options=dict(options["extra_options"]))
         quantized = onnx.load(str(target))
         if not cache_hit and ranges.is_file():
             with atomic_output(cache_file) as partial:

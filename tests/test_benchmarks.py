@@ -8,6 +8,7 @@ that would measure the machine."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -24,10 +25,10 @@ ROW_KEYS = {"backend", "variant", "precision", "p50_ms", "p90_ms", "p99_ms", "me
             "iters", "stages", "cached_text", "memory", "sizes", "ratios", "runs_on", "input_size", "word_len"}
 
 
-def _run(script: str, args: list[str], cache: Path) -> subprocess.CompletedProcess:
+def _run(script: str, args: list[str], cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "CRIS_EDGE_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +141,55 @@ def test_latency_markdown_and_plot(latency):
     assert table.count("| pytorch (eager) | fp32 |") == 2  # the latency table and the stage table
     image = cv2.imread(str(out / "l.png"))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 500
+    report = subprocess.run([sys.executable, str(BENCHMARKS / "latency_report.py"), str(out / "l.json")],
+                            capture_output=True, text=True, timeout=120)  # the tables again, from the JSON alone
+    assert report.returncode == 0 and report.stdout == table + "\n", report.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+def test_latency_random_weights_openvino_placements_in_alternating_rounds(tmp_path):
+    """--config without --checkpoint: random cris_tiny weights, exported into the cache; OpenVINO
+    INT8 rows for both Q/DQ placements, measured in two alternating rounds."""
+    cache = tmp_path / "cache"
+    proc = _run("latency.py", ["--config", "cris_tiny", "--backends", "openvino", "--precisions", "int8",
+                               "--int8-placements", "tensorrt,onnxruntime", "--input-size", "384", "--warmup", "1",
+                               "--iters", "3", "--rounds", "2", "--json", str(tmp_path / "l.json")], cache,
+                timeout=1800)  # two INT8 exports with calibration
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "l.json").read_text())
+    (random,) = (cache / "random").iterdir()
+    assert random.name.startswith("cris_tiny-") and result["model"]["checkpoint"] == str(random)
+    assert result["model"]["weights"] == "random (seed 0)" and result["protocol"]["rounds"] == 2
+    rows = result["rows"]
+    assert [(r["backend"], r["precision"], r["placement"]) for r in rows] == [
+        ("pytorch", "fp32", None), ("openvino", "int8", "tensorrt"), ("openvino", "int8", "onnxruntime")]
+    for row in rows:
+        assert row["rounds"] == 2 and row["iters"] == 3 and row["cached_text"]["iters"] == 3  # 1 + 2, merged
+        assert sum(row["stages"][s]["mean_ms"] for s in (*STAGES, "other")) == pytest.approx(row["mean_ms"])
+        assert len(row["load_average_max"] or [0, 0, 0]) == 3
+    assert all(r["runs_on"].startswith("openvino (CPU, ") and r["runs_on"].endswith(", f32 inference)")
+               for r in rows[1:])
+    assert proc.stderr.count("(round 2/2)") == 3 and "in 2 alternating rounds" in proc.stdout
+    for placement in ("tensorrt", "onnxruntime"):
+        assert f"| openvino | int8 ({placement} Q/DQ) |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_refuses_without_a_gpu_and_lists_its_steps(tmp_path):
+    script = str(BENCHMARKS / "gpu_check.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    dry = subprocess.run([script, "--dry-run", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0 and not (tmp_path / "out").exists()
+    for step in ("tests", "kernels", "latency_demo", "latency_r50"):
+        assert f"[{step}, at most" in dry.stdout
+    assert "tests/test_kernels_gpu.py" in dry.stdout and "--config cris_r50_refcoco" in dry.stdout
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here: the refusal cannot be checked (run the script itself)")
+    run = subprocess.run([script, str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "no CUDA GPU visible to PyTorch" in run.stderr and "nothing was run" in run.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -149,6 +199,8 @@ def test_latency_markdown_and_plot(latency):
     (["--engine", "/nonexistent/bundle"], "--engine /nonexistent/bundle: no such bundle directory"),
     (["--iters", "0"], "--iters >= 1"),
     (["--input-size", "300"], "multiple of 32"),
+    (["--rounds", "0"], "--rounds must be between 1 and --iters"),
+    (["--int8-placements", "cpu"], "unknown int8-placement 'cpu'"),
 ])
 def test_latency_bad_arguments(tmp_path, args, message):
     proc = _run("latency.py", args, tmp_path)

@@ -52,7 +52,7 @@ def test_demo_backend_has_a_help_listing_the_choices(capsys):
     text = help_text(console_scripts()["cris-demo"], capsys)
     section = text.split("--backend", 2)[2]  # the option's entry, after the usage line
     entry = section.split("\n  --", 1)[0]
-    for choice in ("auto", "tensorrt", "onnxruntime", "pytorch"):
+    for choice in ("auto", "tensorrt", "openvino", "onnxruntime", "pytorch"):
         assert entry.count(choice) >= 2, entry  # in the metavar and in the help text
 
 

@@ -356,6 +356,50 @@ def test_fp16_overflow_scan_keeps_large_nodes_and_resize_scales_float32():
 # ---- INT8 ----------------------------------------------------------------------------------
 
 
+def _check_qdq_structure(fp32: onnx.ModelProto, quantized: onnx.ModelProto, placement: str) -> None:
+    """The Q/DQ layout `int8` promises: every Conv, Gemm and constant-weight MatMul reads its
+    activation and its weight through a DequantizeLinear, weights int8 per output channel with
+    zero points 0, biases float; activations int8 with zero points 0 (tensorrt) or uint8
+    (onnxruntime); no Q/DQ on those ops' outputs; the MatMuls of two activations and every
+    other op (Softmax, LayerNormalization, Add, Resize...) read float tensors, or a pair that a
+    quantized op reads too (one pair per tensor)."""
+    graph = quantized.graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    dynamic = set(int8.dynamic_matmuls(fp32))
+    # visual: the attention pool's query x key and probabilities x value; head: those of the
+    # decoder's self and cross attention, and the projector's dynamic kernel
+    assert len(dynamic) == {"visual": 2, "head": 5}[fp32.graph.name]
+    quantized_inputs = {node.input[0] for node in graph.node
+                        if node.op_type in int8.QUANTIZED_OPS and node.name not in dynamic}
+    quantized_ops = 0
+    for node in graph.node:
+        feeds = [producer.get(name) for name in node.input]
+        from_dq = [f is not None and f.op_type == "DequantizeLinear" for f in feeds]
+        if node.op_type in int8.QUANTIZED_OPS and node.name not in dynamic:
+            quantized_ops += 1
+            assert from_dq[:2] == [True, True], node.name
+            activation, weight = feeds[0], feeds[1]
+            w_scale, w_zero = values[weight.input[1]], values[weight.input[2]]
+            out_axis = 1 if node.op_type == "MatMul" else 0  # Gemm weights are [out, in] (transB)
+            channels = values[weight.input[0]].shape[out_axis]
+            assert w_zero.dtype == np.int8 and not w_zero.any() and w_scale.shape == (channels,), node.name
+            assert helper.get_attribute_value(next(a for a in weight.attribute if a.name == "axis")) == out_axis
+            a_zero = values[activation.input[2]]
+            assert a_zero.shape == () and a_zero.dtype == (np.int8 if placement == "tensorrt" else np.uint8)
+            if placement == "tensorrt":
+                assert a_zero == 0, node.name
+            if len(node.input) > 2:
+                assert node.input[2] in values and values[node.input[2]].dtype == np.float32, node.name
+        elif node.op_type not in ("QuantizeLinear", "DequantizeLinear"):  # only through a pair it shares
+            shared = [name for name, dq in zip(node.input, from_dq) if dq]
+            assert all(name in quantized_inputs for name in shared), f"{node.op_type} {node.name} reads {shared}"
+        if node.op_type == "QuantizeLinear":
+            source = producer.get(node.input[0])
+            assert source is None or source.op_type not in int8.QUANTIZED_OPS, f"Q/DQ on {source.name}'s output"
+    assert quantized_ops == sum(n.op_type in int8.QUANTIZED_OPS for n in fp32.graph.node) - len(dynamic)
+
+
 @pytest.mark.parametrize("placement", sorted(int8.PLACEMENTS))
 def test_int8_qdq_graphs_calibrate_cache_and_stay_close(model, graphs, placement, tmp_path: Path):
     s, length = model.config.input_size, model.config.word_len
@@ -370,10 +414,7 @@ def test_int8_qdq_graphs_calibrate_cache_and_stay_close(model, graphs, placement
         assert rule_problems(quantized[name]) == []
         census = op_census(quantized[name])
         assert census["QuantizeLinear"] > 0 and census["DequantizeLinear"] > 0
-        values = {i.name: numpy_helper.to_array(i) for i in quantized[name].graph.initializer}
-        for node in quantized[name].graph.node:
-            if node.op_type == "QuantizeLinear":  # symmetric int8 activations
-                assert values[node.input[2]].dtype == np.int8 and not values[node.input[2]].any()
+        _check_qdq_structure(graphs[name], quantized[name], placement)
         if placement == "tensorrt":
             assert tensorrt_problems(quantized[name]) == []
     # the caches are renamed into place whole: nothing else is left beside them

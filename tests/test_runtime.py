@@ -1,4 +1,6 @@
-"""`cris_edge.Segmenter` on the backends available without a GPU (ONNX Runtime CPU, PyTorch).
+"""`cris_edge.Segmenter` on the backends available without a GPU (ONNX Runtime CPU, OpenVINO CPU,
+PyTorch). The tests every backend must pass take the `host` fixture (ONNX Runtime and OpenVINO
+on the FP32 bundle) or are parametrised over `BACKENDS`.
 
 A randomly initialised cris_tiny is exported to an FP32 and an INT8 (ONNX Runtime Q/DQ
 placement) bundle once per module (about 40 s on 2 CPU cores). Random weights give flat
@@ -9,6 +11,7 @@ forward on the official transforms (`torch_reference`, independent of the runtim
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -29,15 +32,24 @@ from cris_edge.eval.predictor import SegmenterPredictor
 from cris_edge.export.calibration import CalibrationSpec
 from cris_edge.export.pipeline import ExportOptions, export_bundle
 from cris_edge.runtime.backends.base import BackendUnavailableError
-from cris_edge.runtime.backends.onnxruntime import physical_cores
+from cris_edge.runtime.device import physical_cores
+from cris_edge.runtime.backends.openvino import inference_precision
 from cris_edge.runtime.postprocess import logits_to_prob, mask_iou, mask_score, prob_to_frame, prob_to_mask
 from cris_edge.runtime.result import STAGES
+from cris_edge.runtime.selection import openvino_instead
 from cris_edge.tokenizer import TextTruncatedWarning
 from torch_reference import reference_logits
 
 pytestmark = pytest.mark.slow  # every test uses the exported bundles (or the checkpoint) or spawns a process
 
 PROMPTS = ["the blue square", "a big red circle on the left", "the smallest green shape"]
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None,
+                                    reason="openvino is not installed (pip install -c constraints.txt '.[openvino]')")
+#: The bundle backends that run here, as pytest parameters.
+BUNDLE_BACKENDS = ["onnxruntime", pytest.param("openvino", marks=needs_openvino)]
+#: Every backend that runs here: the bundle backends on the FP32 bundle, PyTorch on the checkpoint.
+BACKENDS = [*BUNDLE_BACKENDS, "pytorch"]
 
 
 #: A card JSON as the demo model's (cris_edge/assets/cris_tiny_synthetic.json), beside the checkpoint
@@ -77,7 +89,17 @@ def reference(checkpoint):
 
 @pytest.fixture(scope="module")
 def ort(bundles) -> Segmenter:
-    return Segmenter(bundles["fp32"])
+    return Segmenter(bundles["fp32"], backend="onnxruntime")
+
+
+@pytest.fixture(scope="module", params=BUNDLE_BACKENDS)
+def host(request, bundles) -> Segmenter:
+    """The FP32 bundle on each bundle backend that runs on this CPU."""
+    return Segmenter(bundles["fp32"], backend=request.param)
+
+
+def _segmenter(backend: str, bundles, checkpoint, **kwargs) -> Segmenter:
+    return Segmenter(checkpoint if backend == "pytorch" else bundles["fp32"], backend=backend, **kwargs)
 
 
 def _scene(i: int):
@@ -94,9 +116,9 @@ def _reference(reference, frame, texts) -> tuple[float, list[np.ndarray]]:
     return threshold, [prob_to_mask(p, threshold) for p in probs]
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "pytorch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_masks_agree_with_the_pytorch_model(backend, bundles, checkpoint, reference):
-    seg = Segmenter(bundles["fp32"] if backend == "onnxruntime" else checkpoint, backend=backend)
+    seg = _segmenter(backend, bundles, checkpoint)
     assert seg.backend.startswith(backend)
     for i in range(2):
         frame, texts = _scene(i)
@@ -106,9 +128,10 @@ def test_masks_agree_with_the_pytorch_model(backend, bundles, checkpoint, refere
             assert mask_iou(result.mask, mask) >= 0.99, (backend, i, result.text)
 
 
-def test_int8_bundle_stays_close_to_fp32(bundles, ort):
-    int8 = Segmenter(bundles["int8"])
-    assert int8.precision == "int8" and int8.backend.startswith("onnxruntime")
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=needs_openvino)])
+def test_int8_bundle_stays_close_to_fp32(backend, bundles, ort):
+    int8 = Segmenter(bundles["int8"], backend=backend)
+    assert int8.precision == "int8" and int8.backend.startswith(backend)
     ious = []
     for i in range(3):
         frame, texts = _scene(i)
@@ -120,20 +143,20 @@ def test_int8_bundle_stays_close_to_fp32(bundles, ort):
     assert np.mean(ious) >= 0.85  # median-thresholded flat maps of a random model: the hardest case
 
 
-def test_result_fields_and_probabilities(ort):
+def test_result_fields_and_probabilities(host):
     frame, texts = _scene(0)
-    result = ort.run(frame, texts[0], return_prob=True)
+    result = host.run(frame, texts[0], return_prob=True)
     assert result.text == texts[0] and result.prob.dtype == np.float32 and result.prob.shape == frame.shape[:2]
-    assert np.array_equal(result.mask, (result.prob > ort.threshold).astype(np.uint8))
+    assert np.array_equal(result.mask, (result.prob > host.threshold).astype(np.uint8))
     assert 0.0 <= result.prob.min() and result.prob.max() <= 1.0  # the bicubic warps' overshoot is clipped
     assert set(result.timings) == {*STAGES, "total"} and all(v >= 0 for v in result.timings.values())
-    assert ort.run(frame, texts[0]).prob is None
+    assert host.run(frame, texts[0]).prob is None
     assert 0.0 <= result.score <= 1.0
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "pytorch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_score_is_the_mean_probability_inside_the_mask(backend, bundles, checkpoint):
-    seg = Segmenter(bundles["fp32"] if backend == "onnxruntime" else checkpoint, backend=backend)
+    seg = _segmenter(backend, bundles, checkpoint)
     frame, texts = _scene(1)
     seg.threshold = float(np.median(seg.run(frame, texts[0], return_prob=True).prob))  # masks cover about half
     with_prob = seg.run(frame, texts, return_prob=True)
@@ -168,44 +191,46 @@ def test_a_prompt_naming_an_absent_object_scores_lower_on_average_with_the_demo_
     assert np.mean(present) > np.mean(absent) + 0.03, (present, absent)
 
 
-def test_prompts_beyond_the_backend_batch_run_in_chunks_with_the_same_masks(ort):
+def test_prompts_beyond_the_backend_batch_run_in_chunks_with_the_same_masks(host):
     frame, texts = _scene(2)
     prompts = [f"{t} number {i}" for i in range(7) for t in texts]  # 21 prompts: two chunks of 16 pairs
-    assert ort._backend.max_batch < len(prompts)
-    chunked = ort.run(frame, prompts)
+    assert host._backend.max_batch < len(prompts)
+    chunked = host.run(frame, prompts)
     for k in (0, 15, 16, 20):
-        assert np.array_equal(chunked[k].mask, ort.run(frame, prompts[k]).mask)
-    batch = ort.run_batch([frame] * 17, prompts[:17])  # 17 frames: two visual passes
+        assert np.array_equal(chunked[k].mask, host.run(frame, prompts[k]).mask)
+    batch = host.run_batch([frame] * 17, prompts[:17])  # 17 frames: two visual passes
     assert all(np.array_equal(b.mask, c.mask) for b, c in zip(batch, chunked))
 
 
-def test_a_prompt_empty_once_cleaned_is_named_by_its_text(ort):
-    ort.run(GOOD, "the rhombus")  # cached: the failing prompt is not the first miss
+def test_a_prompt_empty_once_cleaned_is_named_by_its_text(host):
+    host.run(GOOD, "the rhombus")  # cached: the failing prompt is not the first miss
     with pytest.raises(ValueError, match=r"text '&nbsp;' is empty once cleaned"):
-        ort.run(GOOD, ["the rhombus", "&nbsp;"])
+        host.run(GOOD, ["the rhombus", "&nbsp;"])
 
 
-def test_a_config_that_does_not_describe_its_graphs_is_refused_at_load(bundles, tmp_path):
+@pytest.mark.parametrize("backend", BUNDLE_BACKENDS)
+def test_a_config_that_does_not_describe_its_graphs_is_refused_at_load(backend, bundles, tmp_path):
     config = bundle_format.read(bundles["fp32"])
     head = config.graphs["head"]
     logits = dataclasses.replace(head.outputs[0], dtype="float16")
     edited = _edited_bundle(bundles["fp32"], tmp_path / "dtype",
                             graphs={**config.graphs, "head": dataclasses.replace(head, outputs=(logits,))})
     with pytest.raises(BundleError, match=r"graphs.head.outputs declares .*float16.*but head.onnx has"):
-        Segmenter(edited)
+        Segmenter(edited, backend=backend)
     c3 = dataclasses.replace(head.inputs[0], shape=("batch", 7, 48, 48))
     edited = _edited_bundle(bundles["fp32"], tmp_path / "shape",
                             graphs={**config.graphs, "head": dataclasses.replace(head, inputs=(c3, *head.inputs[1:]))})
     with pytest.raises(BundleError, match=r"graphs.head.inputs declares .*'c3', 'float32', \['batch', 7, 48, 48\]"):
-        Segmenter(edited)
+        Segmenter(edited, backend=backend)
 
 
-def test_multi_prompt_and_text_cache_give_the_same_masks_as_separate_calls(bundles):
+@pytest.mark.parametrize("backend", BUNDLE_BACKENDS)
+def test_multi_prompt_and_text_cache_give_the_same_masks_as_separate_calls(backend, bundles, checkpoint):
     frame, texts = _scene(1)
-    uncached = Segmenter(bundles["fp32"], text_cache_size=0)
+    uncached = _segmenter(backend, bundles, checkpoint, text_cache_size=0)
     separate = [uncached.run(frame, t, return_prob=True) for t in texts]
     assert uncached.text_cache.info().size == 0
-    seg = Segmenter(bundles["fp32"], text_cache_size=2)
+    seg = _segmenter(backend, bundles, checkpoint, text_cache_size=2)
     together = seg.run(frame, texts, return_prob=True)
     assert [r.text for r in together] == texts
     for a, b in zip(together, separate):
@@ -218,26 +243,26 @@ def test_multi_prompt_and_text_cache_give_the_same_masks_as_separate_calls(bundl
     assert np.array_equal(repeated[0].mask, repeated[1].mask)
 
 
-def test_run_batch_equals_one_run_per_frame(ort):
+def test_run_batch_equals_one_run_per_frame(host):
     scenes = [_scene(i) for i in range(3)]
     frames = [scenes[0][0], scenes[1][0][:180, :250], np.ascontiguousarray(scenes[2][0][:, ::-1])]
     texts = [s[1][0] for s in scenes]
-    batch = ort.run_batch(frames, texts)
+    batch = host.run_batch(frames, texts)
     for frame, text, result in zip(frames, texts, batch):
-        assert result.text == text and np.array_equal(result.mask, ort.run(frame, text).mask)
-    same = ort.run_batch(frames[:2], "the blue square")
+        assert result.text == text and np.array_equal(result.mask, host.run(frame, text).mask)
+    same = host.run_batch(frames[:2], "the blue square")
     assert [r.text for r in same] == ["the blue square"] * 2
 
 
-def test_color_orders_and_layouts_give_the_same_mask(ort):
+def test_color_orders_and_layouts_give_the_same_mask(host):
     frame, texts = _scene(2)
-    bgr = ort.run(frame, texts[0]).mask
-    assert np.array_equal(ort.run(np.ascontiguousarray(frame[:, :, ::-1]), texts[0], color="rgb").mask, bgr)
+    bgr = host.run(frame, texts[0]).mask
+    assert np.array_equal(host.run(np.ascontiguousarray(frame[:, :, ::-1]), texts[0], color="rgb").mask, bgr)
     bgra = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    assert np.array_equal(ort.run(bgra, texts[0]).mask, bgr)
+    assert np.array_equal(host.run(bgra, texts[0]).mask, bgr)
     gray = frame[:, :, 1].copy()
-    assert ort.run(gray, texts[0]).mask.shape == gray.shape
-    assert np.array_equal(ort.run(gray[:, :, None], texts[0]).mask, ort.run(gray, texts[0]).mask)
+    assert host.run(gray, texts[0]).mask.shape == gray.shape
+    assert np.array_equal(host.run(gray[:, :, None], texts[0]).mask, host.run(gray, texts[0]).mask)
 
 
 GOOD = np.zeros((24, 32, 3), np.uint8)
@@ -260,26 +285,26 @@ GOOD = np.zeros((24, 32, 3), np.uint8)
     (GOOD, ["ok", ""], {}, r"text\[1\] is empty"),
     (GOOD, "a", {"color": "hsv"}, "color must be one of"),
 ])
-def test_bad_inputs_are_value_errors_naming_the_problem(ort, frame, text, kwargs, message):
+def test_bad_inputs_are_value_errors_naming_the_problem(host, frame, text, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ort.run(frame, text, **kwargs)
+        host.run(frame, text, **kwargs)
 
 
-def test_bad_batches_are_value_errors(ort):
+def test_bad_batches_are_value_errors(host):
     with pytest.raises(ValueError, match="non-empty list of frames"):
-        ort.run_batch([], "a")
+        host.run_batch([], "a")
     with pytest.raises(ValueError, match=r"for one frame, use run"):
-        ort.run_batch(GOOD, "a")
+        host.run_batch(GOOD, "a")
     with pytest.raises(ValueError, match="2 texts for 3 frames"):
-        ort.run_batch([GOOD] * 3, ["a", "b"])
+        host.run_batch([GOOD] * 3, ["a", "b"])
     with pytest.raises(ValueError, match=r"frames\[1\]: frame must be uint8"):
-        ort.run_batch([GOOD, GOOD.astype(np.int16)], "a")
+        host.run_batch([GOOD, GOOD.astype(np.int16)], "a")
 
 
-def test_over_long_text_is_cut_with_a_warning(ort):
+def test_over_long_text_is_cut_with_a_warning(host):
     long = " ".join(["the very large red circle"] * 10)
     with pytest.warns(TextTruncatedWarning, match="cut to 17"):
-        result = ort.run(GOOD, long)
+        result = host.run(GOOD, long)
     assert result.mask.shape == GOOD.shape[:2]
 
 
@@ -294,13 +319,13 @@ def test_pytorch_backend_leaves_torch_threads_alone(checkpoint):
     assert segmenter.backend == f"pytorch (cpu, {before} thread{'s' if before > 1 else ''})"
 
 
-def test_over_long_text_is_cut_quietly_on_request_without_warning_filters(ort):
+def test_over_long_text_is_cut_quietly_on_request_without_warning_filters(host):
     filters = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ort.run(GOOD, " ".join(["the small blue box"] * 10), warn_truncated=False)
-        ort.run_batch([GOOD], " ".join(["the green star"] * 10), warn_truncated=False)
-        masks = SegmenterPredictor(ort).predict(GOOD, [" ".join(["the left disk"] * 10)])
+        host.run(GOOD, " ".join(["the small blue box"] * 10), warn_truncated=False)
+        host.run_batch([GOOD], " ".join(["the green star"] * 10), warn_truncated=False)
+        masks = SegmenterPredictor(host).predict(GOOD, [" ".join(["the left disk"] * 10)])
     assert caught == [] and warnings.filters == filters
     assert masks[0].shape == GOOD.shape[:2]
 
@@ -341,10 +366,13 @@ def _edited_bundle(source: Path, target: Path, **changes) -> Path:
 
 
 def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
+    auto = "openvino" if openvino_instead(None) else "onnxruntime"  # no GPU here: the CPU backends
     with caplog.at_level("INFO", logger="cris_edge.runtime"):
         seg = Segmenter(bundles["fp32"])
-    assert seg.backend.startswith("onnxruntime") and "no TensorRT engines" in seg.backend_reason
-    assert "onnxruntime" in caplog.text and "--engine-only" in caplog.text
+    assert seg.backend.startswith(auto) and "no TensorRT engines" in seg.backend_reason
+    assert auto in caplog.text and "--engine-only" in caplog.text
+    if auto == "openvino":
+        assert "OpenVINO is installed and this is an x86-64 CPU" in seg.backend_reason
     assert Segmenter(bundles["fp32"] / "head.onnx").backend_reason == "an .onnx file was given"
     assert Segmenter(checkpoint).backend.startswith("pytorch")
     config = bundle_format.read(bundles["fp32"])
@@ -356,7 +384,7 @@ def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
     shutil.copytree(bundles["fp32"], tmp_path / "source", dirs_exist_ok=True)
     with_engines = _edited_bundle(tmp_path / "source", tmp_path / "engines", graphs=engines)
     seg = Segmenter(with_engines)  # auto: engines listed, but no TensorRT or GPU here
-    assert seg.backend.startswith("onnxruntime") and "TensorRT not used" in seg.backend_reason
+    assert seg.backend.startswith(auto) and "TensorRT not used" in seg.backend_reason
     with pytest.raises(BackendUnavailableError):
         Segmenter(with_engines, backend="tensorrt")
     size = config.input_size
@@ -369,17 +397,74 @@ def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
         Segmenter(plugin)
     with pytest.raises(BundleError, match="ONNX Runtime cannot run"):
         Segmenter(plugin, backend="onnxruntime")
+    if auto == "openvino":
+        with pytest.raises(BundleError, match="OpenVINO cannot run"):
+            Segmenter(plugin, backend="openvino")
 
 
-def test_concurrent_calls_from_threads_are_safe(ort):
+@needs_openvino
+def test_openvino_states_its_inference_precision_and_device(bundles, checkpoint, caplog):
+    import openvino
+
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    with caplog.at_level("INFO", logger="cris_edge.runtime"):
+        seg = Segmenter(bundles["fp32"], backend="openvino", threads=1)
+    assert seg.backend == "openvino (CPU, 1 thread, f32 inference)"  # never OpenVINO's bf16 default
+    assert "inference precision f32 (the bundle's precision (FP32))" in caplog.text
+    assert "f32 inference" in repr(seg) and seg.precision == "fp32"
+    assert Segmenter(bundles["int8"], backend="openvino").backend.endswith("f32 inference)")  # its float layers
+    assert Segmenter(bundles["fp32"], device="openvino:cpu").backend.startswith("openvino (CPU")  # auto: OpenVINO
+    if "BF16" in capabilities:
+        assert Segmenter(bundles["fp32"], backend="openvino", inference_precision="bf16").backend.endswith(
+            "bf16 inference)")
+    else:
+        with pytest.raises(BackendUnavailableError, match="does not compute in it"):
+            Segmenter(bundles["fp32"], backend="openvino", inference_precision="bf16")
+    with pytest.raises(ValueError, match="inference_precision must be None .* or one of"):
+        Segmenter(bundles["fp32"], backend="openvino", inference_precision="int4")
+    with pytest.raises(ValueError, match="inference_precision applies to the OpenVINO backend"):
+        Segmenter(bundles["fp32"], backend="onnxruntime", inference_precision="bf16")
+    with pytest.raises(BackendUnavailableError, match="OpenVINO has no NPU device here"):
+        Segmenter(bundles["fp32"], device="openvino:NPU")
+    with pytest.raises(ValueError, match="only backend='openvino' runs"):
+        Segmenter(bundles["fp32"], backend="onnxruntime", device="openvino:GPU")
+    with pytest.raises(ValueError, match="OpenVINO runs a bundle: export it first"):
+        Segmenter(checkpoint, device="openvino:CPU")
+    with pytest.raises(ValueError, match="runs on the CPU or an Intel GPU/NPU"):
+        Segmenter(bundles["fp32"], backend="openvino", device="cuda:0")
+    with pytest.raises(ValueError, match="device must be"):
+        Segmenter(bundles["fp32"], backend="openvino", device="openvino:")
+
+
+def test_openvino_inference_precision_follows_the_bundle(bundles):
+    """FP16 layers (of FP16 bundles, and of INT8 bundles placed for TensorRT) run in f16 only on a
+    device that computes in FP16, else in f32, saying so; bf16 only when asked."""
+    fp32, int8 = bundle_format.read(bundles["fp32"]), bundle_format.read(bundles["int8"])
+    fp16 = dataclasses.replace(fp32, precision="fp16")
+    details = int8.precision_details
+    int8_trt = dataclasses.replace(int8, precision_details=dataclasses.replace(
+        details, int8=dataclasses.replace(details.int8, placement="tensorrt", unquantized_layers="fp16")))
+    cpu, gpu = ("FP32", "INT8", "BF16"), ("FP32", "FP16", "INT8")
+    assert inference_precision(fp32, cpu) == ("f32", "the bundle's precision (FP32)")
+    assert inference_precision(int8, cpu) == ("f32", "the bundle's float layers (FP32)")
+    for bundle in (fp16, int8_trt):
+        assert inference_precision(bundle, gpu) == ("f16", "the bundle's FP16 layers")
+        precision, why = inference_precision(bundle, cpu)
+        assert precision == "f32" and "no FP16 arithmetic" in why
+    assert inference_precision(fp32, cpu, "bf16") == ("bf16", "asked for")
+    with pytest.raises(BackendUnavailableError, match="does not compute in it"):
+        inference_precision(fp32, gpu, "bf16")
+
+
+def test_concurrent_calls_from_threads_are_safe(host):
     scenes = [_scene(i) for i in range(4)]
-    expected = [[r.mask for r in ort.run(f, t[:2])] for f, t in scenes]
+    expected = [[r.mask for r in host.run(f, t[:2])] for f, t in scenes]
     got, errors = {}, []
 
     def work(k: int) -> None:
         try:
             for _ in range(3):
-                got[k] = [r.mask for r in ort.run(scenes[k][0], scenes[k][1][:2])]
+                got[k] = [r.mask for r in host.run(scenes[k][0], scenes[k][1][:2])]
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
 
@@ -401,21 +486,25 @@ def test_a_bundle_scores_like_its_model(bundles, reference):
     assert SegmenterPredictor.from_engine(bundles["fp32"]).predict(GOOD, []) == []
 
 
-#: What running an ONNX Runtime bundle must never load: the layers above the runtime, the kernels'
-#: build script and test oracle, and the frameworks it does not use.
+#: What running a bundle on ONNX Runtime or OpenVINO must never load (nor the other of the two):
+#: the layers above the runtime, the kernels' build script and test oracle, and the frameworks it
+#: does not use.
 NOT_LOADED = ("torch", "onnx", "tensorrt", "cris_edge.export", "cris_edge.kernels.build",
               "cris_edge.kernels.reference", "cris_edge.kernels.library", "cris_edge.model", "cris_edge.train",
               "cris_edge.eval", "cris_edge.runtime.backends.tensorrt", "cris_edge.runtime.backends.fused",
               "cris_edge.runtime.backends.pytorch")
 
 
-def test_an_onnxruntime_bundle_runs_with_torch_blocked_and_loads_only_the_runtime(bundles):
+@pytest.mark.parametrize("backend, other", [("onnxruntime", "openvino"),
+                                            pytest.param("openvino", "onnxruntime", marks=needs_openvino)])
+def test_a_bundle_runs_with_torch_blocked_and_loads_only_the_runtime(backend, other, bundles):
+    not_loaded = (*NOT_LOADED, other, f"cris_edge.runtime.backends.{other}")
     code = (f"import sys, numpy as np\n"
             f"sys.modules['torch'] = None  # any import of torch now fails\n"
             f"import cris_edge\n"
-            f"seg = cris_edge.Segmenter({str(bundles['fp32'])!r})\n"
+            f"seg = cris_edge.Segmenter({str(bundles['fp32'])!r}, backend={backend!r})\n"
             f"seg.run(np.zeros((48, 64, 3), np.uint8), ['a red circle', 'the blue square'])\n"
-            f"loaded = [m for m in {NOT_LOADED!r} if sys.modules.get(m) is not None]\n"
+            f"loaded = [m for m in {not_loaded!r} if sys.modules.get(m) is not None]\n"
             f"print(loaded)\n"
             f"sys.exit(1 if loaded else 0)\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -432,7 +521,8 @@ def test_a_closed_segmenter_says_so(bundles):
 
 def test_session_threads_default_to_physical_cores(ort, bundles):
     assert 1 <= physical_cores() and f"{physical_cores()} thread" in ort.backend
-    assert Segmenter(bundles["fp32"], threads=1).backend == "onnxruntime (CPUExecutionProvider, 1 thread)"
+    one = Segmenter(bundles["fp32"], "onnxruntime", threads=1)
+    assert one.backend == "onnxruntime (CPUExecutionProvider, 1 thread)"
 
 
 def test_cris_eval_measures_a_bundle_as_its_checkpoint(bundles, checkpoint, tmp_path):
@@ -457,7 +547,7 @@ def test_the_card_beside_the_checkpoint_travels_into_the_bundle_and_names_the_mo
         "tiny_random", "cris_tiny, random weights", "knows nothing at all", "synthetic")
     assert dict(card.metrics) == {"mIoU": 0.25, "oIoU": 0.5}  # the held-out scores, not its counts
     assert bundle_format.read(bundles["int8"]).card is None  # no card file beside the checkpoint
-    with Segmenter(bundles["fp32"]) as seg:
+    with Segmenter(bundles["fp32"], "onnxruntime") as seg:
         assert seg.card == card and seg.model == "tiny_random (tiny.pth)"
         assert repr(seg).startswith("Segmenter(model='tiny_random (tiny.pth)', backend='onnxruntime")
     with Segmenter(bundles["int8"]) as seg:

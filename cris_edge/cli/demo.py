@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..extras import missing_extra
+from ..runtime.backends import BACKENDS
 from .common import UsageError, run_command
 
 DEFAULT_OUTPUT = Path("out") / "cris_demo.mp4"
@@ -38,9 +39,11 @@ def _parser() -> argparse.ArgumentParser:
                    "(one colour each), or separate them with ';' (default with the synthetic video: its target)")
     p.add_argument("--engine", help="bundle directory, .engine, .onnx or PyTorch checkpoint (default: the shipped "
                    "demo model, exported once to a cached ONNX bundle)")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
-                   help="runtime backend: auto (default: the best available), tensorrt, onnxruntime or pytorch")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="runtime backend: auto (default: the best available), tensorrt, openvino, onnxruntime or "
+                   "pytorch")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or openvino:NAME (an OpenVINO device, e.g. "
+                   "openvino:GPU; default: the backend's choice)")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the model's, 0.35)")
     p.add_argument("--output", type=Path, help=f"write the annotated video here (.mp4); default without a window: "
                    f"{DEFAULT_OUTPUT}")
@@ -63,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _main(args) -> int:
     # Before numpy loads: its OpenBLAS would spread the post-processing's small matrix products
-    # over every core, contending with ONNX Runtime's and the demo's threads (on 2 cores: 15-50 ms
+    # over every core, contending with the runtime's and the demo's threads (on 2 cores: 15-50 ms
     # per frame instead of under 1 ms). No effect when numpy is already loaded.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     logging.basicConfig(level=logging.INFO, format="cris-demo: %(message)s")

@@ -26,6 +26,7 @@ from pathlib import Path
 from ..data.sources import DATASETS
 from ..data.synthetic import HELD_OUT_SEED_OFFSET
 from ..paths import atomic_output, check_not_input, check_writable, remove_stale_temporaries
+from ..runtime.backends import BACKENDS
 from .common import UsageError, run_command
 from ..extras import missing_extra
 
@@ -43,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "architecture (word_len, input_size, num_head)")
     model.add_argument("--engine", help="a deployed model instead: bundle directory, .engine or .onnx, run "
                                         "through cris_edge.Segmenter exactly as deployed")
-    model.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
+    model.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="with --engine: the runtime backend (default: the best available)")
-    model.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    model.add_argument("--device", help="cpu, cuda or cuda:N, or with --engine openvino:NAME (an "
+                       "OpenVINO device; default: cuda when available)")
     zeroshot = parser.add_argument_group("zero-shot (--method zeroshot)")
     zeroshot.add_argument("--clip", help="CLIP weights (a file or a name, cris_edge.zeroshot.load_clip); default: "
                                          "the shipped tiny CLIP of the synthetic scenes")

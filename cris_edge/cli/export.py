@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default="datasets", help="root of refer datasets (default: datasets)")
     p.add_argument("--calib-size", type=int, default=128, help="calibration (image, text) pairs (default: 128)")
     p.add_argument("--int8-placement", choices=("tensorrt", "onnxruntime"), default="tensorrt",
-                   help="where INT8 Q/DQ nodes go: for TensorRT engines (default), or for ONNX Runtime on CPU")
+                   help="where INT8 Q/DQ nodes go and their types: for TensorRT engines (default, symmetric "
+                   "int8), or for CPU runtimes, ONNX Runtime and OpenVINO (uint8 activations; see docs/int8.md)")
     p.add_argument("--head-output", choices=("logits", "features", "plugin"), default="logits",
                    help="head graph outputs: logits (runs anywhere), features (z_v + kernel for the fused "
                    "SimUpsample kernel after the engine) or plugin (the SimUpsample TensorRT plugin node); "

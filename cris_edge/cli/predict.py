@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..runtime.backends import BACKENDS
 from .common import UsageError, run_command
 
 DEFAULT_OUTPUT = Path("out") / "cris_predict"
@@ -39,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
                    "--threshold")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                    help=f"directory for masks/, overlays/ and predictions.jsonl (default: {DEFAULT_OUTPUT})")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "pytorch"),
-                   help="runtime backend: auto (default: the best available), tensorrt, onnxruntime or pytorch")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the backend's choice)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="runtime backend: auto (default: the best available), tensorrt, openvino, onnxruntime or "
+                   "pytorch")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or openvino:NAME (an OpenVINO device, e.g. "
+                   "openvino:GPU; default: the backend's choice)")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the model's, 0.35)")
     return p
 

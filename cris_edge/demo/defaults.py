@@ -4,8 +4,8 @@ ONNX bundle, on a synthetic scene video it renders itself.
 The bundle lives in ``<cache>/bundles/`` (`cris_edge.paths.cache_dir`)
 under the checkpoint's sha256, so a new demo model gets a new bundle; it is written through the
 export API, which builds it in a staging directory and renames it into place (atomic: an
-interrupted first run leaves nothing half-written). FP32, because ONNX Runtime on CPU runs it
-exactly (the INT8 Q/DQ of a default export target TensorRT).
+interrupted first run leaves nothing half-written). FP32, because ONNX Runtime and OpenVINO (f32
+inference) on CPU run it exactly (the INT8 Q/DQ of a default export target TensorRT).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * :mod:`.segmenter`: `Segmenter`, the user API (``run``, ``run_batch``), and :mod:`.result`;
 * :mod:`.selection`: which backend runs the files given; :mod:`.backends`: TensorRT, ONNX
-  Runtime, PyTorch;
+  Runtime, OpenVINO, PyTorch;
 * :mod:`.zeroshot`: the pipeline of a zero-shot bundle (its host steps in :mod:`.regions`, its
   proposal formats in :mod:`.proposals`);
 * :mod:`.inputs`: validation of frames and prompts; :mod:`.text_cache`: the prompt LRU cache;

@@ -53,14 +53,19 @@ class Segmenter:
         engine: a bundle directory (``cris-export --output``), one of its ``.engine`` / ``.onnx``
             files (which picks the TensorRT / ONNX Runtime backend), or a PyTorch checkpoint.
         backend: ``"auto"`` (TensorRT when the bundle has engines for this machine's TensorRT
-            and GPU; else ONNX Runtime, with its CUDA provider when present; PyTorch for a
-            checkpoint), ``"tensorrt"``, ``"onnxruntime"`` or ``"pytorch"``. The choice and the
-            reason are logged and kept in ``backend`` / ``backend_reason``.
+            and GPU; else OpenVINO on an x86-64 CPU where it is installed; else ONNX Runtime, with
+            its CUDA provider when present; PyTorch for a checkpoint), ``"tensorrt"``,
+            ``"openvino"``, ``"onnxruntime"`` or ``"pytorch"``. The choice and the reason are
+            logged and kept in ``backend`` / ``backend_reason``.
         device: None (the backend's default: the GPU when one is used), ``"cpu"``, ``"cuda"``,
-            ``"cuda:N"`` or a GPU index.
+            ``"cuda:N"``, a GPU index, or ``"openvino:NAME"`` (an OpenVINO device: ``"openvino:GPU"``,
+            ``"openvino:NPU"``).
         threshold: mask threshold on the probability (default: the bundle's; 0.35 for a checkpoint).
         config: for a checkpoint, its CRIS config (name or path) where the weights cannot tell.
-        threads: CPU threads of ONNX Runtime (default: physical cores).
+        threads: CPU threads of ONNX Runtime and OpenVINO (default: physical cores).
+        inference_precision: OpenVINO only: None (the bundle's precision; f32 for the float
+            layers of FP32 and INT8 bundles), or ``"bf16"`` / ``"fp16"`` / ``"fp32"`` to ask for
+            one the device computes in (see docs/runtime.md).
         text_cache_size: prompts whose text features are kept (LRU; 0 disables the cache).
 
     Raises ValueError for bad arguments, FileNotFoundError for a missing path, BundleError (a
@@ -70,7 +75,8 @@ class Segmenter:
     """
 
     def __init__(self, engine, backend: str = "auto", device=None, threshold: Optional[float] = None, *,
-                 config=None, threads: Optional[int] = None, text_cache_size: int = 256):
+                 config=None, threads: Optional[int] = None, text_cache_size: int = 256,
+                 inference_precision: Optional[str] = None):
         device = parse_device(device)
         if threshold is not None:
             threshold = _check_threshold(threshold)
@@ -83,8 +89,8 @@ class Segmenter:
         name, reason = choose(files, backend, device)
         if threshold is None:
             threshold = files.bundle.threshold if files.is_bundle else THRESHOLD
-        self._attach(open_backend(name, files, device, threads, config), reason, threshold, text_cache_size,
-                     files.bundle.zeroshot if files.is_bundle else None)
+        self._attach(open_backend(name, files, device, threads, config, inference_precision), reason, threshold,
+                     text_cache_size, files.bundle.zeroshot if files.is_bundle else None)
         if files.is_bundle:
             self.card = files.bundle.card
             checkpoint = files.bundle.checkpoint.file

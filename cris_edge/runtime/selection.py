@@ -1,23 +1,31 @@
 """What a `Segmenter` runs: the model files given (`locate`), the backend that runs them
 (`choose`, which for ``"auto"`` picks the fastest one available and says why) and opening it
-(`open_backend`). Imports no backend's framework until it is opened."""
+(`open_backend`). Imports no backend's framework until it is opened.
+
+``"auto"`` on a bundle: TensorRT when its engines match this machine's TensorRT and NVIDIA GPU;
+else OpenVINO when it is installed, the device is the CPU (or an OpenVINO device) and the CPU is
+x86-64 (OpenVINO's CPU plugin has INT8 kernels there: VNNI / AMX), unless onnxruntime-gpu is
+installed and no device was named (its CUDA provider then runs the graphs); else ONNX Runtime."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+import platform
+from importlib import metadata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 from .. import bundle as bundle_format
 from ..bundle import CONFIG_FILE, Bundle, BundleError, EngineMismatchError
+from .backends import BACKENDS
 from .backends.base import Backend, BackendUnavailableError, ZeroShotBackend, refuse_plugin_head
+from .device import is_openvino
 
 log = logging.getLogger("cris_edge.runtime")
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "pytorch")
 _GRAPH_SUFFIXES = {".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
 
 
@@ -61,12 +69,44 @@ def locate(engine) -> ModelFiles:
     return ModelFiles(path.parent, bundle, kind)
 
 
+def openvino_instead(device) -> Optional[str]:
+    """Why OpenVINO runs a bundle that TensorRT does not (see the module), or None when ONNX
+    Runtime should."""
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    if is_openvino(device):
+        return f"device {device} is an OpenVINO device"
+    if device not in (None, "cpu") or platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    if device is None and _installed("onnxruntime-gpu"):
+        return None
+    return "OpenVINO is installed and this is an x86-64 CPU (where it runs INT8 bundles of either Q/DQ placement " \
+           "as integer kernels)"
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
     """``(backend name, why)`` for ``files``. ``"auto"``: a checkpoint runs on PyTorch; an
-    ``.onnx`` file on ONNX Runtime, an ``.engine`` on TensorRT; a bundle on TensorRT when its
-    engines match this machine's TensorRT and GPU, else on ONNX Runtime."""
+    ``.onnx`` file on ONNX Runtime (OpenVINO for an OpenVINO device), an ``.engine`` on TensorRT;
+    a bundle on TensorRT when its engines match this machine's TensorRT and GPU, else on OpenVINO
+    or ONNX Runtime (`openvino_instead`)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if is_openvino(device):
+        if backend not in ("auto", "openvino"):
+            raise ValueError(f"device {device!r} is an OpenVINO device, which only backend='openvino' runs")
+        if not files.is_bundle:
+            raise ValueError(f"{files.path} is a PyTorch checkpoint; OpenVINO runs a bundle: export it first: "
+                             f"cris-export --checkpoint {files.path} --precision fp32 --output BUNDLE")
+        if backend == "auto":
+            return "openvino", f"device {device} is an OpenVINO device"
     if not files.is_bundle:
         if backend not in ("auto", "pytorch"):
             raise ValueError(f"{files.path} is a PyTorch checkpoint, which runs on the pytorch backend; for {backend}, "
@@ -90,25 +130,42 @@ def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
             refuse_plugin_head(files.path, files.bundle, "ONNX Runtime")
         except BundleError as refusal:
             raise BackendUnavailableError(f"{refusal}; TensorRT cannot run it here: {err}") from None
+        why_openvino = openvino_instead(device) if files.bundle.kind == "cris" else None
         if isinstance(err, EngineMismatchError):
-            log.warning("%s\nusing ONNX Runtime until then", err)
-        return "onnxruntime", "TensorRT not used: " + " ".join(str(err).split())
+            log.warning("%s\nusing %s until then", err, "OpenVINO" if why_openvino else "ONNX Runtime")
+        not_used = "TensorRT not used: " + " ".join(str(err).split())
+        if why_openvino:
+            return "openvino", f"{not_used}; {why_openvino}"
+        return "onnxruntime", not_used
     return "tensorrt", "its engines match this machine's TensorRT and GPU"
 
 
-def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config
-                 ) -> Union[Backend, ZeroShotBackend]:
+def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], config,
+                 inference_precision: Optional[str] = None) -> Union[Backend, ZeroShotBackend]:
     """Open backend ``name`` on ``files`` (a `ZeroShotBackend` for a ``zeroshot`` bundle);
-    BackendUnavailableError when its package is missing."""
+    BackendUnavailableError when its package is missing. ``inference_precision`` is OpenVINO's
+    alone (ValueError for the others)."""
+    if inference_precision is not None and name != "openvino":
+        raise ValueError(f"inference_precision applies to the OpenVINO backend; {name} runs a bundle in the "
+                         "precision it was exported in")
     zeroshot = files.is_bundle and files.bundle.kind == "zeroshot"
     if name == "tensorrt":
         if threads is not None:
-            raise ValueError("threads applies to ONNX Runtime; the TensorRT backend runs on the GPU")
+            raise ValueError("threads applies to ONNX Runtime and OpenVINO; the TensorRT backend runs on the GPU")
         if zeroshot:
             from .backends.tensorrt_zeroshot import TensorRTZeroShot
             return TensorRTZeroShot(files.path, files.bundle, device)
         from .backends.tensorrt import TensorRTBackend
         return TensorRTBackend(files.path, files.bundle, device)
+    if name == "openvino":
+        if zeroshot:
+            raise BackendUnavailableError(f"{files.path} is a zero-shot bundle: it runs on ONNX Runtime or TensorRT, "
+                                          "not yet on OpenVINO (backend='onnxruntime')")
+        if importlib.util.find_spec("openvino") is None:
+            raise BackendUnavailableError("openvino is not installed: pip install -c constraints.txt "
+                                          "'cris-edge[openvino]'")
+        from .backends.openvino import OpenVinoBackend
+        return OpenVinoBackend(files.path, files.bundle, device, threads, inference_precision)
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError("onnxruntime is not installed: pip install -c constraints.txt "
@@ -119,7 +176,7 @@ def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], c
         raise BackendUnavailableError("the pytorch backend needs torch: pip install -c constraints.txt "
                                       "'cris-edge[torch]'")
     if threads is not None:
-        raise ValueError("threads applies to ONNX Runtime; torch's threads are process-wide: call "
+        raise ValueError("threads applies to ONNX Runtime and OpenVINO; torch's threads are process-wide: call "
                          "torch.set_num_threads in your program")
     from .backends.pytorch import TorchBackend
     return TorchBackend.from_checkpoint(files.path, config, device)

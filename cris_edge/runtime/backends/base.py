@@ -1,5 +1,5 @@
-"""What every backend provides, and the shared host-side (numpy + OpenCV) pipeline of the
-ONNX Runtime and PyTorch backends.
+"""What every backend provides, the shared host-side (numpy + OpenCV) pipeline of the ONNX
+Runtime, OpenVINO and PyTorch backends, and what the two ONNX graph runners share.
 
 A backend runs the three graphs of a CRIS bundle (``text``, ``visual``, ``head``: see
 docs/design.md) with the official pre- and post-processing around them:
@@ -18,11 +18,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ...bundle import Bundle, BundleError, file_path
+from ...bundle import Bundle, BundleError, Graph, file_path
 from ...constants import CLIP_MEAN, CLIP_STD
 from ...tokenizer import TokenBatch
 from ..postprocess import features_to_logits, logits_to_prob, mask_score, prob_to_frame, prob_to_mask
@@ -67,6 +68,25 @@ def refuse_plugin_head(bundle_dir, bundle: Bundle, runtime: str) -> None:
         raise BundleError(f"bundle {bundle_dir}: its head holds the SimUpsample TensorRT plugin node, which {runtime} "
                           "cannot run; run its TensorRT engines on an NVIDIA GPU, or export the bundle with "
                           "--head-output logits")
+
+
+def check_graph_io(path, graph: Graph, name: str, inputs: Sequence[tuple], outputs: Sequence[tuple]) -> None:
+    """BundleError unless the graph file at ``path`` has the inputs and outputs config.json
+    declares for graph ``name`` (names, dtypes, shapes, in order): a config that does not describe
+    its graphs is refused at load, not at the first run. ``inputs`` / ``outputs``: the framework's
+    view, (name, numpy dtype name, shape) with a dynamic dimension given by its name, or None where
+    the framework does not keep names (it then matches any named dimension)."""
+    for what, declared, actual in (("inputs", graph.inputs, inputs), ("outputs", graph.outputs, outputs)):
+        want = [(t.name, t.dtype, list(t.shape)) for t in declared]
+        got = [(n, dtype, ["?" if d is None else d for d in shape]) for n, dtype, shape in actual]
+        same = len(want) == len(got) and all(
+            (w[0], w[1], len(w[2])) == (g[0], g[1], len(g[2]))
+            and all(wd == gd or (gd == "?" and isinstance(wd, str)) for wd, gd in zip(w[2], g[2]))
+            for w, g in zip(want, got))
+        if not same:
+            path = Path(path)
+            raise BundleError(f"{path.parent}: config.json graphs.{name}.{what} declares {want}, but {path.name} "
+                              f"has {got}: the config does not describe this graph; re-export the bundle")
 
 
 def head_to_logits(head_output: str, outputs: Sequence[np.ndarray]) -> np.ndarray:
@@ -195,3 +215,29 @@ class HostBackend(Backend):
             timings["head"] += 1e3 * (t_post - t_head)
             timings["postprocess"] += 1e3 * (time.perf_counter() - t_post)
         return Output(masks, probs, timings, scores)
+
+
+class GraphBackend(HostBackend):
+    """A bundle's ONNX graphs run by a framework (ONNX Runtime, OpenVINO): subclasses give
+    ``head_output`` (the bundle's) and `_run` (graph name, feeds by input name -> the graph's
+    outputs in the bundle's order); the text, visual and head steps are the same for all."""
+
+    head_output: str
+
+    @abstractmethod
+    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+        ...
+
+    def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
+        word, state = self._run("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
+        return [TextFeatures(word[i], state[i], tokens.pad_mask[i]) for i in range(len(word))]
+
+    def _visual(self, images: np.ndarray) -> list[np.ndarray]:
+        return self._run("visual", {"image": images})
+
+    def _head(self, features, frame_index, word, pad_mask, state) -> np.ndarray:
+        c3, c4, c5 = features
+        if len(frame_index) != len(c3) or np.any(frame_index != np.arange(len(c3))):
+            c3, c4, c5 = (np.take(c, frame_index, axis=0) for c in (c3, c4, c5))
+        out = self._run("head", {"c3": c3, "c4": c4, "c5": c5, "word": word, "pad_mask": pad_mask, "state": state})
+        return head_to_logits(self.head_output, out)

@@ -15,11 +15,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ...bundle import GRAPHS, Bundle, BundleError, Graph, graph_path
+from ...bundle import GRAPHS, Bundle, BundleError, graph_path
 from ...tokenizer import TokenBatch
-from ..device import cuda_index
-from ..text_cache import TextFeatures
-from .base import HostBackend, ModelInfo, ZeroShotBackend, head_to_logits, plural, refuse_plugin_head
+from ..device import cuda_index, physical_cores
+from .base import GraphBackend, ModelInfo, ZeroShotBackend, check_graph_io, plural, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -29,25 +28,16 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor
                "tensor(int64)": "int64", "tensor(bool)": "bool"}
 
 
-def physical_cores() -> int:
-    """Physical CPU cores this process may run on (hyper-threads counted once); falls back to
-    the number of usable logical CPUs where the topology cannot be read."""
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in usable:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text().strip(),
-                       (topology / "core_id").read_text().strip()))
-        except OSError:
-            return max(1, len(usable))
-    return max(1, len(cores))
-
-
 def cuda_provider_available() -> bool:
     """Whether the installed onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
     import onnxruntime as ort
     return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def _io(args) -> list[tuple[str, str, list]]:
+    """ONNX Runtime's input or output descriptions -> (name, numpy dtype name, shape: a dynamic
+    dimension by its name, None where the graph does not name it)."""
+    return [(a.name, _ORT_DTYPES.get(a.type, a.type), list(a.shape)) for a in args]
 
 
 def _providers(device: Optional[str]) -> list:
@@ -91,20 +81,6 @@ def session(model: Union[str, os.PathLike, bytes], threads: Optional[int] = None
     return ort.InferenceSession(source, options, providers=_providers(device), disabled_optimizers=disabled)
 
 
-def _check_io(session, graph: Graph, name: str, path: Path) -> None:
-    """BundleError unless the graph file's inputs and outputs are the ones config.json declares
-    (names, dtypes, shapes, in order): a config that does not describe its graphs is refused at
-    load, not at the first run."""
-    for what, declared, actual in (("inputs", graph.inputs, session.get_inputs()),
-                                   ("outputs", graph.outputs, session.get_outputs())):
-        want = [(t.name, t.dtype, list(t.shape)) for t in declared]
-        got = [(a.name, _ORT_DTYPES.get(a.type, a.type), [d if d is not None else "?" for d in a.shape])
-               for a in actual]
-        if want != got:
-            raise BundleError(f"{path.parent}: config.json graphs.{name}.{what} declares {want}, but {path.name} "
-                              f"has {got}: the config does not describe this graph; re-export the bundle")
-
-
 def open_sessions(bundle_dir: Path, bundle: Bundle, device: Optional[str], threads: int
                   ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """A checked session per graph of the bundle's kind and each graph's output names."""
@@ -117,7 +93,8 @@ def open_sessions(bundle_dir: Path, bundle: Bundle, device: Optional[str], threa
         except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise BundleError(f"ONNX Runtime cannot load {path}: {str(err).strip().splitlines()[0]}\n"
                               f"re-export the bundle (cris-export ... --output {bundle_dir})") from err
-        _check_io(sessions[name], bundle.graph(name), name, path)
+        check_graph_io(path, bundle.graph(name), name, _io(sessions[name].get_inputs()),
+                       _io(sessions[name].get_outputs()))
         outputs[name] = [o.name for o in bundle.graph(name).outputs]
     return sessions, outputs
 
@@ -127,7 +104,7 @@ def _backend_name(provider: str, threads: int) -> str:
         f"onnxruntime ({provider})"
 
 
-class OnnxRuntimeBackend(HostBackend):
+class OnnxRuntimeBackend(GraphBackend):
     """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs in ONNX Runtime sessions."""
 
     def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
@@ -143,25 +120,11 @@ class OnnxRuntimeBackend(HostBackend):
         int8 = bundle.precision_details.int8
         if int8 is not None and int8.placement == "tensorrt" and used == CPU_PROVIDER:
             log.info("bundle %s holds INT8 Q/DQ placed for TensorRT (FP16 elsewhere): ONNX Runtime's CPU provider "
-                     "runs it as dequantize + float ops, no faster than FP32; for CPU speed export with "
-                     "--int8-placement onnxruntime", bundle_dir)
+                     "runs it as dequantize + float ops, slower than FP32; for CPUs export with "
+                     "--int8-placement onnxruntime (FP32 accuracy; integer kernels on OpenVINO)", bundle_dir)
 
     def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
         return self._sessions[name].run(self._outputs[name], feeds)
-
-    def encode_text(self, tokens: TokenBatch) -> list[TextFeatures]:
-        word, state = self._run("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
-        return [TextFeatures(word[i], state[i], tokens.pad_mask[i]) for i in range(len(word))]
-
-    def _visual(self, images: np.ndarray) -> list[np.ndarray]:
-        return self._run("visual", {"image": images})
-
-    def _head(self, features, frame_index, word, pad_mask, state) -> np.ndarray:
-        c3, c4, c5 = features
-        if len(frame_index) != len(c3) or np.any(frame_index != np.arange(len(c3))):
-            c3, c4, c5 = (np.take(c, frame_index, axis=0) for c in (c3, c4, c5))
-        out = self._run("head", {"c3": c3, "c4": c4, "c5": c5, "word": word, "pad_mask": pad_mask, "state": state})
-        return head_to_logits(self.head_output, out)
 
     def close(self) -> None:
         self._sessions.clear()

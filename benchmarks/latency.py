@@ -241,7 +241,7 @@ def _torch_rows(precisions, checkpoint, config: dict, why_not: Optional[str], de
                 row.skip = why_not
             elif precision == "int8":
                 row.skip = "PyTorch INT8 is not a cris-edge deployment path (INT8 runs from the bundle's Q/DQ ONNX " \
-                           "in ONNX Runtime or TensorRT)"
+                           "in ONNX Runtime, OpenVINO or TensorRT)"
             elif (precision == "fp16" or variant == "cuda-graph") and not cuda:
                 row.skip = f"PyTorch {precision} {variant} needs CUDA: {reason}"
             rows.append(row)

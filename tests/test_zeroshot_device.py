@@ -312,3 +312,29 @@ def test_fp16_keeps_the_fp32_choice_on_held_out_synthetic_sentences_with_the_shi
                 same += a.index == b.index
                 total += 1
     assert same >= 0.99 * total, f"FP16 kept the FP32 choice on {same} of {total} sentences"
+
+
+@pytest.mark.slow
+def test_zeroshot_export_without_clip_uses_the_shipped_clip_and_the_builtin_generator(tmp_path, capsys):
+    from cris_edge.assets import zeroshot_clip
+    from cris_edge.bundle import read
+    from cris_edge.cli import export as export_cli
+
+    path = tmp_path / "day_one"
+    assert export_cli.main(["--zeroshot", "--precision", "fp32", "--no-engines", "--quiet", "--output", str(path)]) == 0
+    assert "shipped tiny CLIP" in capsys.readouterr().err
+    bundle = read(path)
+    assert bundle.kind == "zeroshot" and bundle.checkpoint.file == zeroshot_clip().name
+    assert bundle.zeroshot.proposals == "builtin"
+    scene = make_sample(HELD_OUT_SEED_OFFSET + 7)
+    with Segmenter(path) as seg:  # no proposals given: the built-in generator runs
+        result = seg.run(scene.image, scene.sentences[0])
+    assert result.mask.shape == scene.image.shape[:2] and result.scores.dtype == np.float32
+
+
+def test_zeroshot_options_without_zeroshot_are_refused(tmp_path, capsys):
+    from cris_edge.cli import export as export_cli
+
+    for option in (["--proposals", "builtin"], ["--clip", "ViT-B-32.pt"], ["--max-proposals", "8"]):
+        assert export_cli.main(["--precision", "fp32", "--output", str(tmp_path / "b"), *option]) == 2
+        assert "are for --zeroshot" in capsys.readouterr().err

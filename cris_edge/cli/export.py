@@ -84,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
                     "or always the rules")
     zs.add_argument("--spacy", default="en_core_web_sm", metavar="PIPELINE", help="spaCy pipeline "
                     "(default en_core_web_sm)")
-    zs.add_argument("--proposals", choices=("builtin", "none"), default="none",
+    zs.add_argument("--proposals", choices=("builtin", "none"),
                     help="proposal generator run when a call gives none: builtin (the synthetic scenes' colour "
-                    "regions) or none (the caller passes proposals; default)")
+                    "regions) or none (the caller passes proposals; the default, except for the shipped CLIP)")
     return p
 
 
@@ -122,8 +122,8 @@ def _check_options(args) -> None:
     """Every option's value and the output, before any work (a bad one is one line, exit 2)."""
     if args.zeroshot:
         return _check_zeroshot(args)
-    if args.clip is not None or args.max_proposals is not None:
-        raise UsageError("--clip and --max-proposals are for --zeroshot")
+    if args.clip is not None or args.max_proposals is not None or args.proposals is not None:
+        raise UsageError("--clip, --max-proposals and --proposals are for --zeroshot")
     for option, value in (("--max-batch", args.max_batch), ("--workspace", args.workspace),
                           ("--calib-size", args.calib_size), ("--accuracy-samples", args.accuracy_samples)):
         if value is not None and value < 1:
@@ -158,7 +158,15 @@ def _check_zeroshot(args) -> None:
         raise UsageError("--zeroshot exports --clip; --checkpoint, --config and --engine-only are for CRIS bundles "
                          "(cris-export --engine-only BUNDLE builds a zero-shot bundle's engines too)")
     if args.clip is None:
-        raise UsageError("--zeroshot needs --clip (a CLIP file, or a name such as openai:ViT-B-32)")
+        from cris_edge.assets import zeroshot_clip
+
+        args.clip = str(zeroshot_clip())
+        if args.proposals is None:
+            args.proposals = "builtin"
+        print(f"cris-export: --zeroshot without --clip: the shipped tiny CLIP of the synthetic scenes ({args.clip}), "
+              f"proposals {args.proposals}", file=sys.stderr)
+    if args.proposals is None:
+        args.proposals = "none"
     if args.precision not in ("fp32", "fp16"):
         raise UsageError("--zeroshot: --precision must be fp32 or fp16 (INT8 is not offered for zero-shot bundles yet)")
     for option, value in (("--alpha", args.alpha), ("--beta", args.beta)):

@@ -329,7 +329,12 @@ def test_zeroshot_export_without_clip_uses_the_shipped_clip_and_the_builtin_gene
     scene = make_sample(HELD_OUT_SEED_OFFSET + 7)
     with Segmenter(path) as seg:  # no proposals given: the built-in generator runs
         result = seg.run(scene.image, scene.sentences[0])
+        assert seg.backend.startswith("onnxruntime")  # auto: OpenVINO does not run zero-shot bundles
     assert result.mask.shape == scene.image.shape[:2] and result.scores.dtype == np.float32
+    from cris_edge.runtime.backends.base import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError, match="zero-shot bundle"):
+        Segmenter(path, "openvino")
 
 
 def test_zeroshot_options_without_zeroshot_are_refused(tmp_path, capsys):

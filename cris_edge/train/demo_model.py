@@ -81,6 +81,21 @@ def write_deflated(path: Path, payload: dict) -> None:
     write_atomically(path, deflated.getvalue())
 
 
+def host_record(load_before: tuple, load_after: tuple) -> dict:
+    """Where a shipped model was trained: threads, CPUs, load averages around the run, machine, torch."""
+    return {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in load_after],
+            "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
+
+
+def write_card(checkpoint: Path, card: dict) -> None:
+    """Write ``card`` as ``<checkpoint>.json`` (atomically) and print it."""
+    with atomic_output(checkpoint.with_suffix(".json")) as partial:
+        partial.write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card, indent=2))
+
+
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -124,16 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                      "scenes": args.eval_samples, **metrics},
         "training": {"wall_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
                      "epochs": result.epochs_run, "final_loss": result.last_metrics.get("loss"),
-                     "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                     "load_average_before": [round(x, 2) for x in load_before],
-                     "load_average_after": [round(x, 2) for x in load_after],
-                     "machine": platform.processor() or platform.machine(), "torch": torch.__version__},
+                     **host_record(load_before, load_after)},
         "storage": {"dtype": "float16", "zeroed_token_rows": zeroed, "zip": "deflate"},
         "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    with atomic_output(target.with_suffix(".json")) as partial:
-        partial.write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps(card, indent=2))
+    write_card(target, card)
     return 0
 
 

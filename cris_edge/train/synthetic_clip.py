@@ -30,11 +30,9 @@ CRIS model). Its card (``cris_clip_synthetic.json``) holds the held-out figures.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -47,10 +45,9 @@ import torch
 from ..assets import ZEROSHOT_CLIP
 from ..data.synthetic import HELD_OUT_SEED_OFFSET, make_scene
 from ..model._torchvision_compat import import_open_clip
-from ..paths import atomic_output
 from ..zeroshot.method import GlobalLocal, _grid_masks, tight_boxes
 from ..phrases import parse_text
-from .demo_model import ASSETS, sha256, untrained_rows, write_deflated
+from .demo_model import ASSETS, host_record, sha256, untrained_rows, write_card, write_deflated
 
 log = logging.getLogger(__name__)
 
@@ -257,16 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                      "metrics": table},
         "training": {"wall_seconds": round(result.seconds, 1), "cpu_seconds": round(result.cpu_seconds, 1),
                      "scenes": recipe.steps * recipe.scenes_per_step, "pairs": result.pairs,
-                     "final_loss": round(result.final_loss, 4), "threads": torch.get_num_threads(),
-                     "cpu_count": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
-                     "load_average_after": [round(x, 2) for x in load_after],
-                     "machine": platform.processor() or platform.machine(), "torch": torch.__version__},
+                     "final_loss": round(result.final_loss, 4), **host_record(load_before, load_after)},
         "storage": {"dtype": "float16", "zeroed_token_rows": zeroed, "zip": "deflate"},
         "made": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
-    with atomic_output(target.with_suffix(".json")) as partial:
-        partial.write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps(card, indent=2))
+    write_card(target, card)
     return 0
 
 

@@ -402,11 +402,35 @@ def test_backend_choice_is_explained(bundles, checkpoint, tmp_path, caplog):
             Segmenter(plugin, backend="openvino")
 
 
+# Two OpenVINO Segmenters released in the order they were made, then a signal handled by a Python
+# handler on the main thread: with a Core per backend, OpenVINO's CPU plugin left the thread's
+# alternate signal stack unmapped and this child died with SIGSEGV (see openvino_core).
+_RELEASE_IN_CREATION_ORDER = """
+import signal, subprocess, sys
+from cris_edge import Segmenter
+signal.signal(signal.SIGCHLD, lambda *args: None)
+first = Segmenter(sys.argv[1], backend="openvino", threads=1)
+second = Segmenter(sys.argv[1], backend="openvino", threads=1)
+del first
+del second
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("survived")
+"""
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_openvino_backends_released_in_creation_order_leave_signals_working(bundles):
+    child = subprocess.run([sys.executable, "-c", _RELEASE_IN_CREATION_ORDER, str(bundles["fp32"])],
+                           capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0 and child.stdout.strip() == "survived", (child.returncode, child.stderr[-2000:])
+
+
 @needs_openvino
 def test_openvino_states_its_inference_precision_and_device(bundles, checkpoint, caplog):
-    import openvino
+    from cris_edge.runtime.backends.openvino import openvino_core
 
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    capabilities = openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     with caplog.at_level("INFO", logger="cris_edge.runtime"):
         seg = Segmenter(bundles["fp32"], backend="openvino", threads=1)
     assert seg.backend == "openvino (CPU, 1 thread, f32 inference)"  # never OpenVINO's bf16 default

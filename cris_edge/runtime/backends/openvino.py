@@ -17,6 +17,7 @@ under ``<cache_dir>/openvino`` (keyed by OpenVINO on the graph file and these se
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Optional
@@ -60,6 +61,22 @@ def inference_precision(bundle: Bundle, capabilities, asked: Optional[str] = Non
     return "f32", f"the bundle's {'float layers' if bundle.precision == 'int8' else 'precision'} (FP32)"
 
 
+@functools.lru_cache(maxsize=None)
+def openvino_core():
+    """The process's one ``openvino.Core``, created on first use and kept for the process's life.
+
+    One Core, never released, because OpenVINO's CPU plugin installs an alternate signal stack on
+    the thread that creates it and unmaps that stack when the plugin is destroyed, putting the
+    previous one back only if its own is still the current one. Two Cores (two plugins) released in
+    the order they were created leave the thread's alternate stack pointing at unmapped memory, and
+    the next signal handled there (CPython installs its handlers with SA_ONSTACK: the SIGCHLD
+    handler of torch's DataLoader, asyncio's) kills the process with SIGSEGV.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVinoBackend(GraphBackend):
     """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs compiled by OpenVINO on ``device``
     (parsed: None / ``"cpu"`` or ``"openvino:NAME"``), ``threads`` CPU inference threads (None:
@@ -67,11 +84,9 @@ class OpenVinoBackend(GraphBackend):
 
     def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
                  threads: Optional[int] = None, precision: Optional[str] = None):
-        import openvino as ov
-
         refuse_plugin_head(bundle_dir, bundle, "OpenVINO")
         target = openvino_device(device)
-        core = ov.Core()
+        core = openvino_core()
         if target.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise BackendUnavailableError(f"OpenVINO has no {target} device here (it has: "
                                           f"{', '.join(core.available_devices) or 'none'})")

@@ -177,7 +177,8 @@ class Calibration:
 @dataclass(frozen=True)
 class Int8Accuracy:
     """The INT8 bundle scored against the FP32 graphs it was quantised from, as `cris-eval` scores
-    (every sentence of each image), in ONNX Runtime on CPU, on held-out data."""
+    (every sentence of each image; a zero-shot bundle choosing among the image's instance masks),
+    in ONNX Runtime on CPU, on held-out data."""
 
     data: str = _doc("the held-out set (its stable description, e.g. `synthetic:seeds[1000000,1000050)`)")
     samples: int = _doc("images scored")

@@ -75,7 +75,7 @@ class CalibrationSpec:
         short dataset, or an entry that cannot be read (a corrupt image, an LMDB entry that is
         not plain data) fails now, in seconds, naming it (ValueError or DatasetError)."""
         if self.dataset != SYNTHETIC:
-            for _ in _records(self):
+            for _ in records(self):
                 pass
 
     def scan(self, size: int) -> "CalibrationSpec":
@@ -105,27 +105,28 @@ class CalibrationSpec:
                 f"{self.dataset}/{VAL}@{Path(self.data_root).resolve()}:{len(picked)}@seed{self.seed}")
 
 
-def _records(spec: CalibrationSpec):
-    """Samples with ``image`` (uint8 BGR ``[H, W, 3]``) and ``sentences``."""
+def records(spec: CalibrationSpec):
+    """The set's samples, in order: ``image`` (uint8 BGR ``[H, W, 3]``), ``mask`` (the referent's) and
+    ``sentences``."""
     if spec.dataset == SYNTHETIC:
         return (make_sample(spec.seed + i) for i in range(spec.size))
     try:
-        records = open_records(spec.dataset, spec.split, data_root=spec.data_root,
+        dataset = open_records(spec.dataset, spec.split, data_root=spec.data_root,
                                lmdb=spec.dataset if spec.is_lmdb else None)
     except DatasetError as err:
         raise ValueError(f"cannot open calibration dataset {spec.describe()}: {err}") from err
-    if len(records) < spec.size:
-        raise ValueError(f"calibration dataset {spec.describe()} has {len(records)} referents, "
+    if len(dataset) < spec.size:
+        raise ValueError(f"calibration dataset {spec.describe()} has {len(dataset)} referents, "
                          f"fewer than --calib-size {spec.size}")
-    picked = np.sort(np.random.default_rng(spec.seed).choice(len(records), spec.size, replace=False))
-    return (records[int(i)] for i in picked)
+    picked = np.sort(np.random.default_rng(spec.seed).choice(len(dataset), spec.size, replace=False))
+    return (dataset[int(i)] for i in picked)
 
 
 def pairs(spec: CalibrationSpec, input_size: int, word_len: int) -> Iterator[tuple[np.ndarray, TokenBatch]]:
     """``(image float32 [1, 3, S, S], TokenBatch of 1)`` per calibration sample: the frame
     letterboxed and normalised, and its first referring expression tokenized."""
     tokenizer = get_tokenizer()
-    for record in _records(spec):
+    for record in records(spec):
         yield preprocess(record.image, input_size).image, tokenizer.batch(record.sentences[0], word_len)
 
 

@@ -168,8 +168,11 @@ def rule_problems(model: onnx.ModelProto, dynamic_outputs: bool = True, single_i
 
 
 def check_graph(model: onnx.ModelProto, name: str, plugin_ops: Iterable[str] = (),
-                single_inputs: Iterable[str] = ()) -> None:
-    """Raise GraphCheckError listing every rule breach and TensorRT parser problem of ``model``."""
-    problems = rule_problems(model, single_inputs=single_inputs) + tensorrt_problems(model, plugin_ops=plugin_ops)
+                single_inputs: Iterable[str] = (), tensorrt: bool = True) -> None:
+    """Raise GraphCheckError listing every rule breach and (``tensorrt``: for a graph meant for
+    TensorRT) TensorRT parser problem of ``model``."""
+    problems = rule_problems(model, single_inputs=single_inputs)
+    if tensorrt:
+        problems += tensorrt_problems(model, plugin_ops=plugin_ops)
     if problems:
         raise GraphCheckError(f"graph {name!r} fails {len(problems)} check(s):\n  " + "\n  ".join(problems))

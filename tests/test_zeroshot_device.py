@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -343,3 +344,67 @@ def test_zeroshot_options_without_zeroshot_are_refused(tmp_path, capsys):
     for option in (["--proposals", "builtin"], ["--clip", "ViT-B-32.pt"], ["--max-proposals", "8"]):
         assert export_cli.main(["--precision", "fp32", "--output", str(tmp_path / "b"), *option]) == 2
         assert "are for --zeroshot" in capsys.readouterr().err
+
+
+def _qdq_ops(path: Path) -> int:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in graph.node)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placement", ["tensorrt", "onnxruntime"])
+def test_int8_export_of_the_shipped_clip_quantizes_the_image_graphs_and_keeps_the_fp32_choices(placement, tmp_path,
+                                                                                            capsys):
+    from cris_edge.cli import export as export_cli
+
+    path = tmp_path / placement
+    assert export_cli.main(["--zeroshot", "--precision", "int8", "--int8-placement", placement, "--calib-size", "16",
+                            "--accuracy-samples", "24", "--no-engines", "--quiet", "--output", str(path)]) == 0
+    assert "INT8 masks vs FP32: mean IoU" in capsys.readouterr().out
+    bundle = bundle_format.read(path)
+    assert bundle.precision == "int8" and bundle.precision_details.int8.placement == placement
+    assert bundle.tensorrt_compatible == (placement == "tensorrt")
+    assert {name: g.precision for name, g in bundle.graphs.items()} == {
+        "text": "fp16" if placement == "tensorrt" else "fp32", "global": "int8", "local": "int8"}
+    assert _qdq_ops(path / "text.onnx") == 0
+    for name in ("global", "local"):
+        assert _qdq_ops(path / f"{name}.onnx") > 0, name
+        if placement == "tensorrt":
+            assert tensorrt_problems(onnx.load(str(path / f"{name}.onnx"))) == [], name
+    checked = bundle.precision_details.int8.accuracy
+    assert checked.samples == 24 and checked.pairs > 24
+    assert abs(checked.miou_int8 - checked.miou_fp32) <= 2.0 and checked.iou_vs_fp32 >= 0.9, checked
+    scene = make_sample(HELD_OUT_SEED_OFFSET + 3)
+    with Segmenter(path, "onnxruntime") as seg:
+        result = seg.run(scene.image, scene.sentences[0])
+    assert result.mask.shape == scene.image.shape[:2] and np.isfinite(result.scores).all()
+
+
+@pytest.mark.slow
+def test_int8_export_of_a_vit_clip_passes_the_tensorrt_checks_and_runs(clips, tmp_path):
+    from cris_edge.export.calibration import CalibrationSpec
+
+    path = tmp_path / "vit_int8"
+    export_zeroshot(ZeroShotExportOptions(clips["vit"], path, "int8", alpha=0.8, noun_phrase="rules",
+                                          calibration=CalibrationSpec(size=4), build_engines=False, progress=False))
+    for name in ("global", "local"):
+        assert _qdq_ops(path / f"{name}.onnx") > 0
+        assert tensorrt_problems(onnx.load(str(path / f"{name}.onnx"))) == [], name
+    frame, masks = _frame_and_proposals()
+    with Segmenter(path, "onnxruntime") as seg:
+        result = seg.run(frame, "a red square", proposals=masks)
+    assert result.scores.shape == (len(masks),) and np.isfinite(result.scores).all()
+    assert bundle_format.read(path).precision_details.int8.accuracy is None  # accuracy_samples=0 by default
+
+
+def test_zeroshot_int8_options_are_checked_before_any_work(tmp_path, capsys):
+    from cris_edge.cli import export as export_cli
+
+    for option, message in ((["--calib-size", "0"], "--calib-size must be >= 1"),
+                            (["--accuracy-samples", "0"], "--accuracy-samples must be >= 1")):
+        assert export_cli.main(["--zeroshot", "--precision", "int8", "--output", str(tmp_path / "b"), *option]) == 2
+        assert message in capsys.readouterr().err
+    assert export_cli.main(["--zeroshot", "--precision", "fp16", "--accuracy-samples", "4",
+                            "--output", str(tmp_path / "b")]) == 2
+    assert "--accuracy-samples goes with --precision int8" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -120,16 +120,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _check_options(args) -> None:
     """Every option's value and the output, before any work (a bad one is one line, exit 2)."""
-    if args.zeroshot:
-        return _check_zeroshot(args)
-    if args.clip is not None or args.max_proposals is not None or args.proposals is not None:
-        raise UsageError("--clip, --max-proposals and --proposals are for --zeroshot")
     for option, value in (("--max-batch", args.max_batch), ("--workspace", args.workspace),
                           ("--calib-size", args.calib_size), ("--accuracy-samples", args.accuracy_samples)):
         if value is not None and value < 1:
             raise UsageError(f"{option} must be >= 1, got {value}")
     if args.cache_dir is not None:
         check_writable(args.cache_dir, "--cache-dir", kind="directory")
+    if args.zeroshot:
+        return _check_zeroshot(args)
+    if args.clip is not None or args.max_proposals is not None or args.proposals is not None:
+        raise UsageError("--clip, --max-proposals and --proposals are for --zeroshot")
     if (args.triton_repository is None) != (args.bundle is None):
         raise UsageError("--triton-repository and --bundle go together: cris-export --bundle BUNDLE "
                          "--triton-repository DIR")
@@ -142,15 +142,19 @@ def _check_options(args) -> None:
         return
     if args.engine_only is not None:
         return
-    if args.precision is None:
-        raise UsageError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
-    if args.accuracy_samples is not None and (args.precision != "int8" or args.no_accuracy_check):
-        raise UsageError("--accuracy-samples goes with --precision int8, without --no-accuracy-check")
+    _check_precision(args)
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} does not exist")
     from cris_edge.export.staging import check_output
 
     check_output(_output(args), "--output")
+
+
+def _check_precision(args) -> None:
+    if args.precision is None:
+        raise UsageError("--precision is required (fp32, fp16 or int8) unless --engine-only is given")
+    if args.accuracy_samples is not None and (args.precision != "int8" or args.no_accuracy_check):
+        raise UsageError("--accuracy-samples goes with --precision int8, without --no-accuracy-check")
 
 
 def _check_zeroshot(args) -> None:
@@ -167,8 +171,7 @@ def _check_zeroshot(args) -> None:
               f"proposals {args.proposals}", file=sys.stderr)
     if args.proposals is None:
         args.proposals = "none"
-    if args.precision not in ("fp32", "fp16"):
-        raise UsageError("--zeroshot: --precision must be fp32 or fp16 (INT8 is not offered for zero-shot bundles yet)")
+    _check_precision(args)
     for option, value in (("--alpha", args.alpha), ("--beta", args.beta)):
         if not 0.0 <= value <= 1.0:
             raise UsageError(f"{option} must be in [0, 1], got {value}")
@@ -182,12 +185,12 @@ def _check_zeroshot(args) -> None:
 
 
 def _output(args) -> Path:
-    if args.zeroshot:
-        return args.output or Path("bundles") / f"{Path(args.clip).stem.replace(':', '_')}_zeroshot_{args.precision}"
-    stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
     # An INT8 bundle's name carries its Q/DQ placement: exporting the other placement next does not
     # silently replace the first.
     suffix = f"{args.precision}_{args.int8_placement}" if args.precision == "int8" else args.precision
+    if args.zeroshot:
+        return args.output or Path("bundles") / f"{Path(args.clip).stem.replace(':', '_')}_zeroshot_{suffix}"
+    stem = args.checkpoint.stem if args.checkpoint else "cris_tiny_synthetic"
     return args.output or Path("bundles") / f"{stem}_{suffix}"
 
 
@@ -224,27 +227,24 @@ def _engine_only(args) -> int:
     return 0
 
 
-def _export(args) -> int:
+def _calibration(args):
+    """The calibration set of --calib*, its pairs read now (not after the graphs are exported)."""
     from cris_edge.export.calibration import CalibrationSpec
-    from cris_edge.export.pipeline import (ACCURACY_SAMPLES, DEFAULT_MAX_BATCH, OVERFLOW_SCAN_SAMPLES, ExportOptions,
-                                           export_bundle)
-    from cris_edge.paths import cache_dir
+    from cris_edge.export.pipeline import OVERFLOW_SCAN_SAMPLES
 
     calibration = CalibrationSpec(args.calib, args.calib_size, split=args.calib_split, data_root=args.data_root)
-    if args.precision != "fp32":  # read the calibration pairs now, not after the graphs are exported
+    if args.precision != "fp32":
         (calibration if args.precision == "int8" else calibration.scan(OVERFLOW_SCAN_SAMPLES)).check()
+    return calibration
 
-    options = ExportOptions(
-        output=_output(args), precision=args.precision,
-        checkpoint=args.checkpoint, config=args.config,
-        calibration=calibration,
-        int8_placement=args.int8_placement,
-        head_output=args.head_output, plugin_library=args.plugin_library,
-        max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, workspace_mib=args.workspace,
-        cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
-        progress=not args.quiet,
-        accuracy_samples=0 if args.no_accuracy_check else args.accuracy_samples or ACCURACY_SAMPLES)
-    result = export_bundle(options)
+
+def _accuracy_samples(args) -> int:
+    from cris_edge.export.pipeline import ACCURACY_SAMPLES
+
+    return 0 if args.no_accuracy_check else args.accuracy_samples or ACCURACY_SAMPLES
+
+
+def _report(result) -> int:
     print(_sizes(result.bundle, result.config))
     summary = _int8_summary(result)
     if summary:
@@ -255,21 +255,33 @@ def _export(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from cris_edge.export.pipeline import DEFAULT_MAX_BATCH, ExportOptions, export_bundle
+    from cris_edge.paths import cache_dir
+
+    options = ExportOptions(
+        output=_output(args), precision=args.precision,
+        checkpoint=args.checkpoint, config=args.config,
+        calibration=_calibration(args),
+        int8_placement=args.int8_placement,
+        head_output=args.head_output, plugin_library=args.plugin_library,
+        max_batch=DEFAULT_MAX_BATCH if args.max_batch is None else args.max_batch, workspace_mib=args.workspace,
+        cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
+        progress=not args.quiet, accuracy_samples=_accuracy_samples(args))
+    return _report(export_bundle(options))
+
+
 def _export_zeroshot(args) -> int:
     from cris_edge.export.zeroshot_pipeline import DEFAULT_MAX_PROPOSALS, ZeroShotExportOptions, export_zeroshot
     from cris_edge.paths import cache_dir
 
-    result = export_zeroshot(ZeroShotExportOptions(
+    return _report(export_zeroshot(ZeroShotExportOptions(
         clip=args.clip, output=_output(args), precision=args.precision, alpha=args.alpha, beta=args.beta,
         max_proposals=args.max_proposals or DEFAULT_MAX_PROPOSALS, noun_phrase=args.noun_phrase,
         spacy_pipeline=args.spacy, proposals=None if args.proposals == "none" else args.proposals,
-        workspace_mib=args.workspace, cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines,
-        progress=not args.quiet))
-    print(_sizes(result.bundle, result.config))
-    print("stage times (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()))
-    if result.engine_note:
-        print(result.engine_note)
-    return 0
+        calibration=_calibration(args), int8_placement=args.int8_placement,
+        accuracy_samples=_accuracy_samples(args), workspace_mib=args.workspace,
+        cache_dir=args.cache_dir or cache_dir(), build_engines=not args.no_engines, progress=not args.quiet)))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def variants(method: GlobalLocal, names: Sequence[str] = tuple(ABLATIONS)) -> di
     return out
 
 
-def _each_image(records: Sequence, proposals: ProposalSource, indices: Optional[Sequence[int]], progress: bool,
+def each_image(records: Sequence, proposals: ProposalSource, indices: Optional[Sequence[int]], progress: bool,
                 desc: str):
     """``(progress bar, record, bool masks [N, H, W])`` for each record of ``indices`` (default all)."""
     indices = range(len(records)) if indices is None else indices
@@ -156,7 +156,7 @@ def evaluate_zeroshot(methods: Mapping[str, GlobalLocal], records: Sequence, pro
            for m in methods.values()):
         raise ValueError("the methods must share one CLIP, pre-processing and noun-phrase parser")
     results = {name: ZeroShotScores() for name in methods}
-    for bar, record, masks in _each_image(records, proposals, indices, progress, desc):
+    for bar, record, masks in each_image(records, proposals, indices, progress, desc):
         height, width = record.image.shape[:2]
         if len(masks) == 0:
             for scores in results.values():
@@ -183,7 +183,7 @@ def evaluate_segmenter(segmenter, records: Sequence, proposals: ProposalSource, 
     """`evaluate_zeroshot`'s protocol for a zero-shot bundle in a `Segmenter`: every sentence of
     every record picks one of its image's proposals (the visual graphs run once per image)."""
     scores = ZeroShotScores()
-    for bar, record, masks in _each_image(records, proposals, indices, progress, desc):
+    for bar, record, masks in each_image(records, proposals, indices, progress, desc):
         results = segmenter.run(record.image, list(record.sentences), proposals=masks)
         for result in results:
             scores.add(result.mask, record.mask, had_proposals=len(masks) > 0)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,3 +271,73 @@ def test_busy_rows_are_flagged(monkeypatch):
     assert len(cached) == 1 and cached[0].startswith("cached_text p90/p50 = 1.80")
     loaded = latency_script.busy_warnings({**quiet, "load_average_end": [3.5, 2.0, 1.0]}, 2)
     assert len(loaded) == 1 and "load average 3.50 > 2 cores at the row's end" in loaded[0]
+
+
+@pytest.fixture(scope="module")
+def zeroshot_bundle(tmp_path_factory) -> Path:
+    """The shipped tiny CLIP exported to an FP32 zero-shot bundle with the built-in generator."""
+    from cris_edge.assets import zeroshot_clip
+    from cris_edge.export.zeroshot_pipeline import ZeroShotExportOptions, export_zeroshot
+
+    path = tmp_path_factory.mktemp("zeroshot") / "synthetic_zs"
+    export_zeroshot(ZeroShotExportOptions(zeroshot_clip(), path, "fp32", noun_phrase="rules", proposals="builtin",
+                                          build_engines=False, progress=False))
+    return path
+
+
+@pytest.mark.slow
+def test_zeroshot_latency_rows_per_alpha_and_proposal_count(zeroshot_bundle, cache, tmp_path):
+    proc = _run("latency.py", ["--zeroshot", str(zeroshot_bundle), "--backends", "onnxruntime", "--proposals", "2,5",
+                               "--warmup", "1", "--iters", "2", "--threads", "1", "--json", str(tmp_path / "z.json"),
+                               "--markdown", str(tmp_path / "z.md")], cache)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "z.json").read_text())
+    rows = result["rows"]
+    assert [(r["alpha"], r["proposals"]) for r in rows] == [(0.95, 2), (0.95, 5), (1.0, 2), (1.0, 5)]
+    for row in rows:
+        stages = row["stages_ms"]
+        assert row["backend"].startswith("onnxruntime") and row["min_ms"] <= row["p50_ms"]
+        assert all(stages[s] >= 0 for s in ("preprocess", "global", "score", "total"))
+        if row["alpha"] == 1.0:
+            assert not stages.get("local") and row["local_share"] in (None, 0.0)  # the local graph never ran
+        else:
+            assert stages["local"] > 0 and 0 < row["local_share"] < 1
+    assert (tmp_path / "z.md").read_text().count("\n| resnet |") == 4
+
+
+@pytest.mark.slow
+def test_zeroshot_tradeoff_rows_and_the_largest_proposals(zeroshot_bundle, cache, tmp_path):
+    proc = _run("zeroshot_tradeoff.py", ["--engine", str(zeroshot_bundle), "--samples", "12", "--keep", "1,all",
+                                         "--threads", "1", "--json", str(tmp_path / "t.json")], cache)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["keep"], r["alpha"]) for r in rows] == [(1, 0.95), (1, 1.0), (None, 0.95), (None, 1.0)]
+    assert all(r["pairs"] > 12 and 0 <= r["mIoU"] <= 1 for r in rows)
+    assert rows[0]["mean_proposals"] == 1 and rows[2]["mean_proposals"] > 1
+    from cris_edge.data.synthetic import HELD_OUT_SEED_OFFSET, make_sample
+    from cris_edge.eval.metrics import SegmentationScores
+    from cris_edge.eval.zeroshot import synthetic_instance_masks
+
+    only_largest = SegmentationScores()  # one proposal left: every sentence gets the scene's largest object
+    for seed in range(HELD_OUT_SEED_OFFSET, HELD_OUT_SEED_OFFSET + 12):
+        scene = make_sample(seed)
+        masks = synthetic_instance_masks(scene)
+        biggest = masks[masks.reshape(len(masks), -1).sum(axis=1).argmax()].astype(np.uint8)
+        for _ in scene.sentences:
+            only_largest.add(biggest, scene.mask)
+    assert rows[0]["mIoU"] == rows[1]["mIoU"] == pytest.approx(only_largest.summary()["mIoU"], abs=1e-9)
+    bad = _run("zeroshot_tradeoff.py", ["--engine", str(zeroshot_bundle), "--keep", "0"], cache)
+    assert bad.returncode == 2 and "--keep takes counts >= 1" in bad.stderr
+
+
+def test_largest_keeps_the_biggest_masks_in_their_order():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from zeroshot_tradeoff import largest
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    masks = np.zeros((4, 10, 10), bool)
+    for k, area in enumerate((3, 40, 10, 25)):
+        masks[k].flat[:area] = True
+    assert np.array_equal(largest(masks, 2), masks[[1, 3]])
+    assert largest(masks, None) is masks and largest(masks, 9) is masks

@@ -454,10 +454,11 @@ def _zeroshot(args) -> int:
 
     try:
         _check_counts(args)
-        backends = [b for b in _names(args.backends, BACKENDS, "backends") if b in ("onnxruntime", "tensorrt")]
+        backends = [b for b in _names(args.backends, BACKENDS, "backends") if b in BUNDLE_BACKENDS]
         counts = [int(n) for n in args.proposals.split(",") if n.strip()]
         if not backends or not counts or min(counts) < 1:
-            raise UsageError("--zeroshot needs onnxruntime or tensorrt in --backends and --proposals counts >= 1")
+            raise UsageError(f"--zeroshot needs one of {', '.join(BUNDLE_BACKENDS)} in --backends and --proposals "
+                             "counts >= 1")
         missing = [str(b) for b in args.zeroshot if not b.is_dir()]
         if missing:
             raise UsageError(f"--zeroshot: no bundle directory {', '.join(missing)}")

@@ -9,7 +9,7 @@ prompt whose text features are cached (they are, after the first frame of a stre
 pre-processing (squash, soft masks, crops), the global and local graphs and the scores. Stage
 times are the runtime's own (`SegmentationResult.timings`); ``local_share`` is the local graph
 and its crops' pre-processing over the total. Rows run in this process, which never imports
-torch (ONNX Runtime and TensorRT only).
+torch (ONNX Runtime, OpenVINO and TensorRT).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def run(bundles: Sequence[Path], backends: Sequence[str], counts: Sequence[int],
     for bundle in bundles:
         for backend in backends:
             try:
-                segmenter = Segmenter(bundle, backend, device, threads=threads if backend == "onnxruntime" else None)
+                segmenter = Segmenter(bundle, backend, device, threads=threads if backend != "tensorrt" else None)
             except (BackendUnavailableError, ValueError) as err:
                 skipped.append({"bundle": str(bundle), "backend": backend, "reason": str(err).splitlines()[0]})
                 continue

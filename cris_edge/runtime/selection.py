@@ -130,7 +130,7 @@ def choose(files: ModelFiles, backend: str, device) -> tuple[str, str]:
             refuse_plugin_head(files.path, files.bundle, "ONNX Runtime")
         except BundleError as refusal:
             raise BackendUnavailableError(f"{refusal}; TensorRT cannot run it here: {err}") from None
-        why_openvino = openvino_instead(device) if files.bundle.kind == "cris" else None
+        why_openvino = openvino_instead(device)
         if isinstance(err, EngineMismatchError):
             log.warning("%s\nusing %s until then", err, "OpenVINO" if why_openvino else "ONNX Runtime")
         not_used = "TensorRT not used: " + " ".join(str(err).split())
@@ -158,14 +158,12 @@ def open_backend(name: str, files: ModelFiles, device, threads: Optional[int], c
         from .backends.tensorrt import TensorRTBackend
         return TensorRTBackend(files.path, files.bundle, device)
     if name == "openvino":
-        if zeroshot:
-            raise BackendUnavailableError(f"{files.path} is a zero-shot bundle: it runs on ONNX Runtime or TensorRT, "
-                                          "not yet on OpenVINO (backend='onnxruntime')")
         if importlib.util.find_spec("openvino") is None:
             raise BackendUnavailableError("openvino is not installed: pip install -c constraints.txt "
                                           "'cris-edge[openvino]'")
-        from .backends.openvino import OpenVinoBackend
-        return OpenVinoBackend(files.path, files.bundle, device, threads, inference_precision)
+        from .backends.openvino import OpenVinoBackend, OpenVinoZeroShot
+        return (OpenVinoZeroShot if zeroshot else OpenVinoBackend)(files.path, files.bundle, device, threads,
+                                                                   inference_precision)
     if name == "onnxruntime":
         if importlib.util.find_spec("onnxruntime") is None:
             raise BackendUnavailableError("onnxruntime is not installed: pip install -c constraints.txt "

@@ -171,6 +171,31 @@ class ZeroShotBackend(ABC):
         """Release what the backend holds; it cannot be used afterwards."""
 
 
+class GraphZeroShot(ZeroShotBackend):
+    """A ``zeroshot`` bundle's ONNX graphs run by a framework (ONNX Runtime, OpenVINO): subclasses
+    give ``_dtype`` (the bundle's float input dtype, `PrecisionDetails.io`) and `_run` (graph name,
+    feeds by input name -> the graph's outputs); the three steps are the same for all."""
+
+    _dtype: np.dtype
+
+    @abstractmethod
+    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+        ...
+
+    def _features(self, name: str, feeds: dict) -> np.ndarray:
+        return self._run(name, feeds)[0].astype(np.float32, copy=False)
+
+    def encode_text(self, tokens: TokenBatch) -> np.ndarray:
+        return self._features("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
+
+    def global_features(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        return self._features("global", {"image": image.astype(self._dtype, copy=False),
+                                         "masks": masks.astype(self._dtype, copy=False)})
+
+    def local_features(self, crops: np.ndarray) -> np.ndarray:
+        return self._features("local", {"crops": crops.astype(self._dtype, copy=False)})
+
+
 class HostBackend(Backend):
     """The official numpy + OpenCV pre/post-processing around a framework's visual and head
     graphs. Subclasses give `_visual` (``images [B, 3, S, S]`` -> opaque features) and `_head`

@@ -18,7 +18,7 @@ import numpy as np
 from ...bundle import GRAPHS, Bundle, BundleError, graph_path
 from ...tokenizer import TokenBatch
 from ..device import cuda_index, physical_cores
-from .base import GraphBackend, ModelInfo, ZeroShotBackend, check_graph_io, plural, refuse_plugin_head
+from .base import GraphBackend, GraphZeroShot, ModelInfo, check_graph_io, plural, refuse_plugin_head
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -130,7 +130,7 @@ class OnnxRuntimeBackend(GraphBackend):
         self._sessions.clear()
 
 
-class OnnxRuntimeZeroShot(ZeroShotBackend):
+class OnnxRuntimeZeroShot(GraphZeroShot):
     """A ``zeroshot`` bundle's ``text``, ``global`` and ``local`` ONNX graphs in ONNX Runtime
     sessions; float32 in and out whatever precision the graphs compute in."""
 
@@ -142,18 +142,8 @@ class OnnxRuntimeZeroShot(ZeroShotBackend):
         self._dtype = np.dtype(bundle.precision_details.io)
         self.name = _backend_name(self._sessions["global"].get_providers()[0], self.threads)
 
-    def _run(self, name: str, feeds: dict) -> np.ndarray:
-        return self._sessions[name].run(self._outputs[name], feeds)[0].astype(np.float32, copy=False)
-
-    def encode_text(self, tokens: TokenBatch) -> np.ndarray:
-        return self._run("text", {"tokens": tokens.tokens, "eot_index": tokens.eot_index})
-
-    def global_features(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        return self._run("global", {"image": image.astype(self._dtype, copy=False),
-                                    "masks": masks.astype(self._dtype, copy=False)})
-
-    def local_features(self, crops: np.ndarray) -> np.ndarray:
-        return self._run("local", {"crops": crops.astype(self._dtype, copy=False)})
+    def _run(self, name: str, feeds: dict) -> list[np.ndarray]:
+        return self._sessions[name].run(self._outputs[name], feeds)
 
     def close(self) -> None:
         self._sessions.clear()

@@ -27,7 +27,8 @@ import numpy as np
 from ...bundle import GRAPHS, Bundle, BundleError, graph_path
 from ...paths import cache_dir
 from ..device import openvino_device, physical_cores
-from .base import BackendUnavailableError, GraphBackend, ModelInfo, check_graph_io, plural, refuse_plugin_head
+from .base import (BackendUnavailableError, GraphBackend, GraphZeroShot, ModelInfo, check_graph_io, plural,
+                   refuse_plugin_head)
 
 log = logging.getLogger("cris_edge.runtime")
 
@@ -77,24 +78,20 @@ def openvino_core():
     return ov.Core()
 
 
-class OpenVinoBackend(GraphBackend):
-    """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs compiled by OpenVINO on ``device``
-    (parsed: None / ``"cpu"`` or ``"openvino:NAME"``), ``threads`` CPU inference threads (None:
-    physical cores), in ``precision`` (None: the bundle's; ``"bf16"`` on request: see the module)."""
+class _OpenVinoGraphs:
+    """The graphs of a bundle (either kind) compiled by OpenVINO, one infer request each: what
+    `OpenVinoBackend` and `OpenVinoZeroShot` share."""
 
-    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
-                 threads: Optional[int] = None, precision: Optional[str] = None):
-        refuse_plugin_head(bundle_dir, bundle, "OpenVINO")
-        target = openvino_device(device)
+    def _compile(self, bundle_dir: Path, bundle: Bundle, device: Optional[str], threads: Optional[int],
+                 precision: Optional[str]) -> None:
         core = openvino_core()
+        target = openvino_device(device)
         if target.split(".")[0] not in {d.split(".")[0] for d in core.available_devices}:
             raise BackendUnavailableError(f"OpenVINO has no {target} device here (it has: "
                                           f"{', '.join(core.available_devices) or 'none'})")
         if threads is not None and target != "CPU":
             raise ValueError(f"threads applies to OpenVINO's CPU device, not {target}")
         self.info = ModelInfo.from_bundle(bundle_dir, bundle)
-        self.head_output = bundle.head_output
-        self.image_dtype = np.dtype(bundle.graph("visual").input("image").dtype)
         self.precision, why = inference_precision(bundle, core.get_property(target, "OPTIMIZATION_CAPABILITIES"),
                                                   precision)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": self.precision}
@@ -119,7 +116,7 @@ class OpenVinoBackend(GraphBackend):
             check_graph_io(path, graph, name, _ports(compiled.inputs, graph.inputs),
                            _ports(compiled.outputs, graph.outputs))
             self._requests[name] = compiled.create_infer_request()
-            self._outputs[name] = [compiled.output(o.name) for o in bundle.graph(name).outputs]
+            self._outputs[name] = [compiled.output(o.name) for o in graph.outputs]
         where = f"CPU, {plural(self.threads, 'thread')}" if target == "CPU" else target
         self.name = f"openvino ({where}, {self.precision} inference)"
         log.info("OpenVINO on %s: inference precision %s (%s)", target, self.precision, why)
@@ -131,6 +128,29 @@ class OpenVinoBackend(GraphBackend):
 
     def close(self) -> None:
         self._requests.clear()
+
+
+class OpenVinoBackend(_OpenVinoGraphs, GraphBackend):
+    """A bundle's ``text``, ``visual`` and ``head`` ONNX graphs compiled by OpenVINO on ``device``
+    (parsed: None / ``"cpu"`` or ``"openvino:NAME"``), ``threads`` CPU inference threads (None:
+    physical cores), in ``precision`` (None: the bundle's; ``"bf16"`` on request: see the module)."""
+
+    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
+                 threads: Optional[int] = None, precision: Optional[str] = None):
+        refuse_plugin_head(bundle_dir, bundle, "OpenVINO")
+        self._compile(bundle_dir, bundle, device, threads, precision)
+        self.head_output = bundle.head_output
+        self.image_dtype = np.dtype(bundle.graph("visual").input("image").dtype)
+
+
+class OpenVinoZeroShot(_OpenVinoGraphs, GraphZeroShot):
+    """A ``zeroshot`` bundle's ``text``, ``global`` and ``local`` graphs compiled by OpenVINO, as
+    `OpenVinoBackend` compiles a CRIS bundle's; float32 in and out."""
+
+    def __init__(self, bundle_dir: Path, bundle: Bundle, device: Optional[str] = None,
+                 threads: Optional[int] = None, precision: Optional[str] = None):
+        self._compile(bundle_dir, bundle, device, threads, precision)
+        self._dtype = np.dtype(bundle.precision_details.io)
 
 
 def _ports(ports, declared) -> list[tuple[str, str, list]]:

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import onnx
 import torch
@@ -155,9 +155,7 @@ def export_bundle(options: ExportOptions) -> ExportResult:
                 with stages.step("checking INT8 accuracy against FP32"):
                     checked, accuracy_note = _int8_accuracy(stage, graphs, model, checkpoint, options)
                 if checked is not None:
-                    int8_details = replace(record.precision_details.int8, accuracy=checked)
-                    record = bundle_format.write(stage, replace(record, precision_details=replace(
-                        record.precision_details, int8=int8_details)))
+                    record = record_accuracy(stage, record, checked)
     finally:
         stages.close()
     note = None if engines_reason is None else engine_instructions(options.output, record, engines_reason,
@@ -216,30 +214,45 @@ def _bake_fp16(graphs, options: ExportOptions, input_size: int, word_len: int, s
 
 
 def _bake_int8(graphs, options: ExportOptions, input_size: int, word_len: int, stages: Stages):
-    """INT8 Q/DQ in `int8.INT8_GRAPHS`. For TensorRT everything else is FP16 (the text graph
-    whole, the INT8 graphs' unquantized layers); for ONNX Runtime it stays FP32."""
-    spec, placement = options.calibration, options.int8_placement
-    out = dict(graphs)
-    keys, reused = {}, {}
-    for name in int8.INT8_GRAPHS:
+    """INT8 Q/DQ in `int8.INT8_GRAPHS` (`bake_int8`)."""
+    return bake_int8(graphs, int8.INT8_GRAPHS, options.calibration, options.int8_placement, options.cache_dir,
+                     lambda name: graph_feeds(options.calibration, name, graphs, input_size, word_len),
+                     lambda: _overflow_scan(graphs, options, input_size, word_len, stages), stages)
+
+
+def bake_int8(graphs: dict, quantized: Sequence[str], spec: CalibrationSpec, placement: str, cache_dir: Path,
+              feeds_of: Callable[[str], Iterable], overflow_scan: Callable[[], tuple], stages: Stages,
+              cache_prefix: str = ""):
+    """``(graphs, {graph: precision}, PrecisionDetails)`` of an INT8 bundle: Q/DQ at ``placement``'s
+    positions in the ``quantized`` graphs, calibrated on ``feeds_of(name)`` (``spec``'s data) or
+    on ranges cached under ``cache_dir/calibration``. For TensorRT everything else is FP16 (after
+    ``overflow_scan()``: ``(scan spec, {graph: nodes kept FP32})``); for ONNX Runtime it stays FP32."""
+    out, keys, reused = dict(graphs), {}, {}
+    for name in quantized:
         key = int8.cache_key(graphs[name], spec.describe(), placement)
-        cache_file = options.cache_dir / "calibration" / f"{name}-{key[:24]}.json"
+        cache_file = cache_dir / "calibration" / f"{cache_prefix}{name}-{key[:24]}.json"
         reused[name] = cache_file.is_file()
-        feeds = None if reused[name] else stages.items(
-            graph_feeds(spec, name, graphs, input_size, word_len), spec.size, f"calibrating {name}")
+        feeds = None if reused[name] else stages.items(feeds_of(name), spec.size, f"calibrating {name}")
         out[name] = int8.quantize_int8(graphs[name], feeds, cache_file, placement)
         keys[name] = key
     high = "fp16" if placement == "tensorrt" else "fp32"
-    precisions = {name: "int8" if name in int8.INT8_GRAPHS else high for name in graphs}
+    precisions = {name: "int8" if name in quantized else high for name in graphs}
     calibration = Calibration(spec.describe(), spec.size, int8.CALIBRATION_METHOD.name, keys, reused)
     fp16_details = None
     if high == "fp16":
-        scan, kept = _overflow_scan(graphs, options, input_size, word_len, stages)
+        scan, kept = overflow_scan()
         out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in out.items()}
         fp16_details = _fp16_details(scan, kept)
     details = PrecisionDetails("float16" if high == "fp16" else "float32", fp16=fp16_details,
                                int8=Int8Details(placement, high, calibration))
     return out, precisions, details
+
+
+def record_accuracy(stage: Path, record: Bundle, checked: Int8Accuracy) -> Bundle:
+    """``record`` with ``checked`` as its INT8 accuracy, written to ``stage``'s config.json."""
+    int8_details = replace(record.precision_details.int8, accuracy=checked)
+    return bundle_format.write(stage, replace(record, precision_details=replace(record.precision_details,
+                                                                                int8=int8_details)))
 
 
 def _write_graphs(stage: Path, graphs, precisions: dict, model, checkpoint: Path, options: ExportOptions,

@@ -25,8 +25,8 @@ import onnx
 import torch
 
 from cris_edge import bundle as bundle_format
-from cris_edge.bundle import (Bundle, Calibration, Checkpoint, Int8Accuracy, Int8Details, NounPhrase, PrecisionDetails,
-                              ZeroShotMethod, sha256_file)
+from cris_edge.bundle import (Bundle, Checkpoint, Int8Accuracy, NounPhrase, PrecisionDetails, ZeroShotMethod,
+                              sha256_file)
 from cris_edge.data.synthetic_scene import COLOURS
 from cris_edge.constants import CLIP_CONTEXT, IMAGENET_MEAN, IMAGENET_STD, THRESHOLD
 from cris_edge.paths import cache_dir
@@ -38,7 +38,7 @@ from .card import model_card
 from .checks import check_graph
 from .engines import DEFAULT_WORKSPACE_MIB, build_all, engine_instructions
 from .manifest import graph_entry, utc_now, versions
-from .pipeline import OVERFLOW_SCAN_SAMPLES, ExportResult, _fp16_details
+from .pipeline import OVERFLOW_SCAN_SAMPLES, ExportResult, _fp16_details, bake_int8, record_accuracy
 from .calibration import CalibrationSpec, records
 from .progress import Stages
 from .staging import check_output, staged_directory
@@ -155,9 +155,7 @@ def export_zeroshot(options: ZeroShotExportOptions) -> ExportResult:
                 with stages.step("checking INT8 accuracy against FP32"):
                     checked, accuracy_note = _int8_accuracy(stage, graphs, clip, path, method, options)
                 if checked is not None:
-                    int8_details = replace(record.precision_details.int8, accuracy=checked)
-                    record = bundle_format.write(stage, replace(record, precision_details=replace(
-                        record.precision_details, int8=int8_details)))
+                    record = record_accuracy(stage, record, checked)
     finally:
         stages.close()
     note = None if engines_reason is None else engine_instructions(options.output, record, engines_reason,
@@ -181,28 +179,10 @@ def _bake_fp16(graphs, clip, method, options: ZeroShotExportOptions, stages: Sta
 
 
 def _bake_int8(graphs, clip, method, options: ZeroShotExportOptions, stages: Stages):
-    """INT8 Q/DQ in `INT8_GRAPHS`; for TensorRT everything else is FP16 (the text graph whole,
-    the INT8 graphs' unquantized layers), for ONNX Runtime it stays FP32."""
-    spec, placement = options.calibration, options.int8_placement
-    out, keys, reused = dict(graphs), {}, {}
-    for name in INT8_GRAPHS:
-        key = int8.cache_key(graphs[name], spec.describe(), placement)
-        cache_file = options.cache_dir / "calibration" / f"zeroshot-{name}-{key[:24]}.json"
-        reused[name] = cache_file.is_file()
-        data = None if reused[name] else stages.items(feeds(name, clip, method, spec), spec.size,
-                                                      f"calibrating {name}")
-        out[name] = int8.quantize_int8(graphs[name], data, cache_file, placement)
-        keys[name] = key
-    high = "fp16" if placement == "tensorrt" else "fp32"
-    fp16_details = None
-    if high == "fp16":
-        scan, kept = _overflow_scan(graphs, clip, method, options)
-        out = {name: fp16.convert_to_fp16(graph, kept[name]) for name, graph in out.items()}
-        fp16_details = _fp16_details(scan, kept)
-    calibration = Calibration(spec.describe(), spec.size, int8.CALIBRATION_METHOD.name, keys, reused)
-    precisions = {name: "int8" if name in INT8_GRAPHS else high for name in graphs}
-    return out, precisions, PrecisionDetails("float16" if high == "fp16" else "float32", fp16=fp16_details,
-                                             int8=Int8Details(placement, high, calibration))
+    """INT8 Q/DQ in `INT8_GRAPHS` (`cris_edge.export.pipeline.bake_int8`)."""
+    return bake_int8(graphs, INT8_GRAPHS, options.calibration, options.int8_placement, options.cache_dir,
+                     lambda name: feeds(name, clip, method, options.calibration),
+                     lambda: _overflow_scan(graphs, clip, method, options), stages, cache_prefix="zeroshot-")
 
 
 def _int8_accuracy(stage: Path, graphs, clip: torch.nn.Module, path: Optional[Path], method: ZeroShotMethod,
